@@ -1,0 +1,66 @@
+import pytest
+
+from mammalnet import config as config_lib
+from mammalnet.config import ConfigError
+from mammalnet.fit import DEFAULT_PIPELINE, parse_args, resolve_config
+
+
+def test_default_pipeline_loads_and_validates():
+    cfg = config_lib.load(DEFAULT_PIPELINE).validate()
+    assert cfg.data.source == "synthetic"
+    assert cfg.window_samples == int(cfg.audio.window_s * cfg.audio.sample_rate_hz)
+    assert cfg.hop_samples == cfg.window_samples  # hop defaults to the window
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\ntrain:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="train.epoch"):
+        config_lib.load(path)
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config_lib.from_dict({"train": {"epochs": "many"}})
+
+
+def test_overrides_parse_yaml_values_and_reject_unknown_keys():
+    cfg = config_lib.apply_overrides(config_lib.PipelineConfig(),
+                                     ["train.learning_rate=3e-4", "audio.hop_s=0.5", "model.params.dropout=0.1"])
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+    assert cfg.audio.hop_s == 0.5
+    assert cfg.model.params == {"dropout": 0.1}
+    with pytest.raises(ConfigError, match="audio.windows"):
+        config_lib.apply_overrides(cfg, ["audio.windows=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        config_lib.apply_overrides(cfg, ["audio.window_s"])
+
+
+def test_validate_names_bad_values():
+    cfg = config_lib.PipelineConfig()
+    cfg.frontend.high_hz = 20000.0
+    with pytest.raises(ConfigError, match="frontend.high_hz=20000"):
+        cfg.validate()
+    cfg = config_lib.PipelineConfig()
+    cfg.split.method = "group"
+    with pytest.raises(ConfigError, match="group_column"):
+        cfg.validate()
+
+
+def test_dump_load_round_trip(tmp_path):
+    cfg = config_lib.apply_overrides(config_lib.PipelineConfig(), ["name=x", "frontend.top_db=null"])
+    config_lib.dump(cfg, tmp_path / "p.yaml")
+    assert config_lib.load(tmp_path / "p.yaml") == cfg
+
+
+def test_fit_cli_data_switches_source(tone_folder):
+    cfg = resolve_config(parse_args(["--data", str(tone_folder), "--epochs", "2"]))
+    assert cfg.data.source == "folder" and cfg.data.root == str(tone_folder)
+    assert cfg.train.epochs == 2
+
+
+def test_fit_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "--workdir" in capsys.readouterr().out
