@@ -1,0 +1,50 @@
+"""The acoustic CNN: four conv blocks (64 -> 128 -> 256 -> 512) with batch norm over log-mel images."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from mammalnet.models.heads import apply_head
+
+
+def apply_conv_block(x, filters: int, *, pool: bool = True, name: str):
+    """Conv3x3 -> BatchNorm -> ReLU (-> MaxPool 2x2)."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    if pool:
+        x = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
+    return x
+
+
+def build_cnn(
+    input_shape,
+    num_classes: int,
+    *,
+    filters=(64, 128, 256, 512),
+    head_units: int = 256,
+    dropout: float = 0.3,
+    name: str = "cnn",
+) -> keras.Model:
+    """Builds the acoustic CNN.
+
+    Args:
+        input_shape: feature image shape (frames, bins, channels), e.g. log-mel (94, 64, 1).
+        num_classes: number of output classes.
+        filters: channels of the conv blocks; the last block is not pooled (global average pooling follows).
+        head_units: width of the shared head's hidden layer.
+        dropout: dropout rate in the head.
+
+    Returns:
+        keras.Model: features [batch, *input_shape] -> probabilities [batch, num_classes].
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"build_cnn needs (frames, bins, channels). Received: input_shape={input_shape}")
+    inputs = keras.Input(shape=tuple(input_shape), name="features")
+    x = inputs
+    for i, width in enumerate(filters):
+        x = apply_conv_block(x, int(width), pool=i < len(filters) - 1, name=f"block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name)
