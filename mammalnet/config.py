@@ -31,6 +31,7 @@ class DataConfig:
     file_column: str = "file"
     label_column: str = "species"
     group_column: str | None = None
+    group_fallback_column: str | None = None
     extensions: list[str] = dataclasses.field(
         default_factory=lambda: [".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".mp3"])
     synthetic_seed: int = 0

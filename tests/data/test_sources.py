@@ -77,3 +77,13 @@ def test_manifest_rejects_duplicates_and_bad_rates():
         make_manifest([dict(row, sample_rate_hz=0)])
     df = make_manifest([row])
     assert df.loc[0, "group"] == "a.wav" and np.isnan(df.loc[0, "end_s"])
+
+
+def test_group_fallback_column(tmp_path):
+    csv = _write_csv_layout(tmp_path, [("audio/a.wav", "fin", "T1"), ("audio/b.wav", "fin", "")])
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table["rec"] = ["R1", "R2"]
+    table.to_csv(csv, index=False)
+    df = read_labels_csv(csv, file_column="clip", label_column="sp", group_column="tape",
+                         group_fallback_column="rec")
+    assert list(df["group"]) == ["T1", "R2"]

@@ -16,9 +16,13 @@ def read_labels_csv(
     file_column: str = "file",
     label_column: str = "species",
     group_column: str | None = None,
+    group_fallback_column: str | None = None,
     root: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Reads a labels CSV; relative file paths resolve against `root` (default: the CSV's folder).
+
+    The group of a row is `group_column`, or `group_fallback_column` where the first is empty, or
+    the file itself where both are.
 
     Raises:
         ValueError: missing CSV or columns, empty labels, paths escaping the root.
@@ -28,7 +32,7 @@ def read_labels_csv(
     if not os.path.isfile(csv_path):
         raise ValueError(f"labels CSV not found. Received: {csv_path!r}")
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    wanted = [file_column, label_column] + ([group_column] if group_column else [])
+    wanted = [file_column, label_column] + [c for c in (group_column, group_fallback_column) if c]
     missing = [c for c in wanted if c not in table.columns]
     if missing:
         raise ValueError(f"{csv_path}: missing column(s) {missing}. Received columns: {list(table.columns)}")
@@ -42,7 +46,12 @@ def read_labels_csv(
     empty = table.index[table[label_column].str.strip() == ""]
     if len(empty):
         raise ValueError(f"{csv_path}, line {empty[0] + 2}: empty label for {table[file_column][empty[0]]!r}")
-    groups = list(table[group_column]) if group_column else None
+    groups = None
+    if group_column:
+        groups = table[group_column].str.strip()
+        if group_fallback_column:
+            groups = groups.where(groups != "", table[group_fallback_column].str.strip())
+        groups = [g if g else None for g in groups]
     rows = describe_files(paths, list(table[label_column].str.strip()), groups)
     extra = [c for c in table.columns if c not in wanted]
     for row, (_, record) in zip(rows, table.iterrows()):
