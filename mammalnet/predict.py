@@ -1,0 +1,197 @@
+"""Species prediction for audio files with an exported model folder.
+
+    python -m mammalnet.predict MODEL_DIR AUDIO... [--top-k 3] [--format table|json] [--hop-s S]
+
+Each file is decoded (mono mixdown), resampled to the model rate, cut into windows (hop defaults
+to one window, the tail zero-padded), and the window probabilities are averaged. A file that
+fails is reported on stderr and the others still run; the exit code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep stdout/stderr readable
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mammalnet.audio.io import AudioError, read_audio
+
+_BATCH_WINDOWS = 64  # windows per forward pass; bounds memory on hours-long files
+
+
+class ModelDirError(ValueError):
+    """MODEL_DIR is not a usable export (missing or inconsistent model.keras / audio.json)."""
+
+
+def load_model_dir(model_dir):
+    """Loads model.keras and audio.json from an export folder.
+
+    Returns:
+        (keras.Model, audio config dict with sample_rate_hz, window_samples, class_names).
+
+    Raises:
+        ModelDirError: missing files, missing keys, or a model that does not match audio.json.
+    """
+    import keras
+
+    import mammalnet.layers  # noqa: F401  (registers the custom layers)
+
+    model_dir = Path(model_dir)
+    model_path, audio_path = model_dir / "model.keras", model_dir / "audio.json"
+    for path in (model_path, audio_path):
+        if not path.is_file():
+            raise ModelDirError(f"{model_dir}: not an exported model folder, missing {path.name}")
+    try:
+        audio = json.loads(audio_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelDirError(f"{audio_path}: not valid JSON ({err})") from err
+    missing = [k for k in ("sample_rate_hz", "window_samples", "class_names") if k not in audio]
+    if missing:
+        raise ModelDirError(f"{audio_path}: missing keys {missing}")
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    input_shape = tuple(model.inputs[0].shape)
+    if input_shape[1:] != (audio["window_samples"],):
+        raise ModelDirError(
+            f"{model_dir}: model input {input_shape} does not match audio.json "
+            f"window_samples={audio['window_samples']}")
+    return model, audio
+
+
+def _predict_waveform(model, waveform, sample_rate_hz, audio, hop_samples):
+    from mammalnet.audio.dsp import frame_windows
+
+    target_rate = int(audio["sample_rate_hz"])
+    if sample_rate_hz != target_rate:
+        from mammalnet.audio.dsp import resample
+
+        waveform = resample(waveform, sample_rate_hz, target_rate)
+    windows = np.asarray(frame_windows(waveform, int(audio["window_samples"]), hop_samples))
+    probs = [np.asarray(model(windows[i:i + _BATCH_WINDOWS], training=False))
+             for i in range(0, len(windows), _BATCH_WINDOWS)]
+    return np.concatenate(probs, axis=0).mean(axis=0), len(windows)
+
+
+def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = None) -> list[dict]:
+    """Predicts the top-k species of each audio file.
+
+    Args:
+        model_dir: an export folder (model.keras + audio.json).
+        paths: audio files, any format and rate libsndfile reads.
+        top_k: species to report per file (clipped to the number of classes).
+        hop_s: seconds between window starts; None means one window (no overlap).
+
+    Returns:
+        One dict per path, in order: {'file', 'num_windows', 'top_k': [{'label', 'probability'}],
+        'error'}; 'error' is None on success, else a message naming the file (then
+        num_windows is 0 and top_k is empty).
+
+    Raises:
+        ValueError: bad top_k or hop_s. ModelDirError: unusable model folder.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
+    if hop_s is not None and not hop_s > 0:
+        raise ValueError(f"hop_s must be positive. Received: hop_s={hop_s}")
+    model, audio = load_model_dir(model_dir)
+    rate = int(audio["sample_rate_hz"])
+    hop_samples = int(audio["window_samples"]) if hop_s is None else max(1, round(hop_s * rate))
+    names = list(audio["class_names"])
+    k = min(top_k, len(names))
+
+    results = []
+    for path in paths:
+        path = os.fspath(path)
+        try:
+            waveform, sr = read_audio(path)
+            mean_probs, num_windows = _predict_waveform(model, waveform, sr, audio, hop_samples)
+        except AudioError as err:
+            results.append({"file": path, "num_windows": 0, "top_k": [], "error": str(err)})
+            continue
+        except Exception as err:  # a batch job reports the file and goes on
+            results.append({"file": path, "num_windows": 0, "top_k": [],
+                            "error": f"{path}: {type(err).__name__}: {err}"})
+            continue
+        order = np.argsort(-mean_probs, kind="stable")[:k]
+        results.append({
+            "file": path,
+            "num_windows": int(num_windows),
+            "top_k": [{"label": names[i], "probability": float(mean_probs[i])} for i in order],
+            "error": None,
+        })
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """Table with one row per (file, rank): file, rank, species, probability."""
+    rows = [(r["file"], str(rank), item["label"], f"{item['probability']:.4f}")
+            for r in results if r["error"] is None
+            for rank, item in enumerate(r["top_k"], start=1)]
+    header = ("file", "rank", "species", "probability")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def format_json(results: list[dict]) -> str:
+    """JSON list of {file, num_windows, top_k: [{label, probability}]} for the files that ran."""
+    ok = [{k: r[k] for k in ("file", "num_windows", "top_k")} for r in results if r["error"] is None]
+    return json.dumps(ok, indent=2)
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive. Received: {text}")
+    return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mammalnet.predict",
+        description="Predict the species in audio files with an exported mammalnet model. "
+                    "Window probabilities are averaged per file.")
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="export folder holding model.keras and audio.json")
+    parser.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files (any rate)")
+    parser.add_argument("--top-k", type=_positive_int, default=3,
+                        help="species to report per file (default: 3)")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="output format on stdout (default: table)")
+    parser.add_argument("--hop-s", type=_positive_float, default=None,
+                        help="seconds between window starts (default: one window, no overlap)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = predict_files(args.model_dir, args.audio, top_k=args.top_k, hop_s=args.hop_s)
+    except ModelDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if r["error"] is not None]
+    for r in failed:
+        print(f"error: {r['error']}", file=sys.stderr)
+    print(format_json(results) if args.format == "json" else format_table(results))
+    if failed:
+        print(f"{len(failed)} of {len(results)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
