@@ -1,0 +1,207 @@
+"""train(config, workdir): manifest -> split -> tf.data -> fit -> report -> export.
+
+Leaves the artifacts contract of DESIGN.md:
+    runs/<name>/          pipeline.yaml, manifest.csv, logs/, checkpoints/, report/
+    saved_models/<name>/  saved_model/, model.keras, model.tflite, labels.txt, audio.json, metrics.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from mammalnet import config as config_lib
+from mammalnet.data.manifest import class_names as manifest_class_names
+from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
+from mammalnet.data.sources import read_folder, read_labels_csv
+from mammalnet.data.split import assign_splits, check_no_leak, split_counts
+from mammalnet.export import export_model
+from mammalnet.models.classifier import build_classifier
+from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_report
+from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
+
+
+def load_manifest(config: config_lib.PipelineConfig) -> pd.DataFrame:
+    """Reads the configured data source into a Manifest (generating the synthetic ocean if needed)."""
+    data = config.data
+    if data.source == "synthetic":
+        from mammalnet.data.synthetic import ensure_ocean
+
+        root = ensure_ocean(data.cache_dir, seed=data.synthetic_seed, num_clips=data.synthetic_clips)
+        return read_labels_csv(os.path.join(root, "labels.csv"), file_column="file", label_column="species",
+                               group_column="group")
+    if data.source == "csv":
+        csv_path = data.labels_csv if os.path.isabs(data.labels_csv) else os.path.join(data.root, data.labels_csv)
+        return read_labels_csv(csv_path, file_column=data.file_column, label_column=data.label_column,
+                               group_column=data.group_column,
+                               group_fallback_column=data.group_fallback_column, root=data.root)
+    return read_folder(data.root, extensions=data.extensions)
+
+
+def window_spec(config: config_lib.PipelineConfig) -> WindowSpec:
+    return WindowSpec(config.audio.sample_rate_hz, config.window_samples, config.hop_samples,
+                      config.audio.max_windows_per_clip, config.audio.channel)
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights (sklearn's "balanced" rule), over training windows."""
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = labels.size / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def evaluate_clips(model, manifest: pd.DataFrame, class_names, spec: WindowSpec, batch_size: int):
+    """Predicts every window of every clip and averages window probabilities per clip.
+
+    Returns:
+        (y_true [clips], clip_probs [clips, C], clip paths) in manifest order.
+    """
+    ds = build_dataset(manifest, class_names, spec, batch_size=batch_size, training=False,
+                       with_clip_index=True, cache=False)
+    probs, labels, clips = [], [], []
+    for waveform, label, clip in ds:
+        probs.append(model.predict_on_batch(waveform))
+        labels.append(label.numpy())
+        clips.append(clip.numpy())
+    probs, labels, clips = np.concatenate(probs), np.concatenate(labels), np.concatenate(clips)
+    clip_probs, clip_ids = aggregate_windows(probs, clips)
+    first = {c: i for i, c in reversed(list(enumerate(clips)))}
+    y_true = np.array([labels[first[c]] for c in clip_ids])
+    paths = manifest["path"].to_numpy()[np.asarray(clip_ids)]
+    return y_true, clip_probs, list(paths)
+
+
+def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *, verbose: int | str = "auto",
+          callbacks: list | None = None) -> dict:
+    """Runs the whole pipeline and returns the test metrics dict (also written to metrics.json).
+
+    A killed run resumes from its last finished epoch when started again with the same workdir.
+
+    Args:
+        config: a validated pipeline.
+        workdir: where runs/<name>/ and saved_models/<name>/ go.
+        verbose: keras fit verbosity (progress bar by default).
+        callbacks: extra keras callbacks, appended after mammalnet's own.
+    """
+    config.validate()
+    timings = {}
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(config.train.seed)
+    run_dir = os.path.join(workdir, "runs", config.name)
+    model_dir = os.path.join(workdir, "saved_models", config.name)
+    for sub in ("logs", "checkpoints", "report"):
+        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
+    config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
+
+    manifest = load_manifest(config)
+    manifest, protocol = assign_splits(manifest, method=config.split.method,
+                                       val_fraction=config.split.val_fraction,
+                                       test_fraction=config.split.test_fraction, seed=config.split.seed)
+    check_no_leak(manifest)
+    manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
+    names = manifest_class_names(manifest)
+    timings["data_s"] = time.perf_counter() - t0
+    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
+          f"({protocol['method']})", flush=True)
+    print(split_counts(manifest).to_string(), flush=True)
+
+    spec = window_spec(config)
+    parts = {s: manifest[manifest["split"] == s] for s in ("train", "val", "test")}
+    train_ds = build_dataset(parts["train"], names, spec, batch_size=config.train.batch_size, training=True,
+                             shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
+    val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False)
+
+    t_prep = time.perf_counter()
+    x_val, y_val = collect(val_ds)
+    train_labels = np.concatenate([y.numpy() for _, y in train_ds])
+    # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".
+    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(
+        -(-train_labels.size // config.train.batch_size)))
+    timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
+    print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
+          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz", flush=True)
+
+    model = build_classifier(config, len(names))
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    log_dir = os.path.join(run_dir, "logs")
+    frontend = model.get_layer("frontend")
+    examples = _one_per_class(y_val, len(names))
+    all_callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "checkpoints", "backup")),
+        keras.callbacks.TensorBoard(log_dir=log_dir),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"),
+                                        monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience,
+                                      restore_best_weights=True),
+        ConfusionMatrixCallback(log_dir, x_val, y_val, names),
+        SpectrogramCallback(log_dir, x_val[examples], [names[y_val[i]] for i in examples], frontend),
+        *(callbacks or []),
+    ]
+    class_weight = (_class_weights(train_labels, len(names)) if config.train.class_weight == "balanced" else None)
+    t_fit = time.perf_counter()
+    history = model.fit(train_ds, validation_data=(x_val, y_val), epochs=config.train.epochs,
+                        class_weight=class_weight, callbacks=all_callbacks, verbose=verbose,
+                        shuffle=False)  # the dataset shuffles itself
+    timings["fit_s"] = time.perf_counter() - t_fit
+    timings["epochs_run"] = len(history.history.get("loss", []))
+
+    t_eval = time.perf_counter()
+    results = {}
+    for split in ("val", "test"):
+        if len(parts[split]):
+            y_true, y_prob, paths = evaluate_clips(model, parts[split], names, spec, config.train.batch_size)
+            results[split] = (y_true, y_prob, paths)
+    report_split = "test" if "test" in results else "val"
+    y_true, y_prob, paths = results[report_split]
+    protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
+    extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)} if "val" in results else {}
+    metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
+                           clip_paths=paths, split_protocol=protocol, history=history.history, extra=extra)
+    timings["evaluate_s"] = time.perf_counter() - t_eval
+
+    if config.export.enabled:
+        t_export = time.perf_counter()
+        parity = export_model(model, model_dir, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
+                              window_samples=config.window_samples,
+                              parity_waveforms=x_val[: config.export.parity_examples], metrics=metrics,
+                              parity_tolerance=config.export.parity_tolerance)
+        metrics["parity"] = parity
+        timings["export_s"] = time.perf_counter() - t_export
+    timings["total_s"] = time.perf_counter() - t0
+    metrics["timings_s"] = timings
+    _write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
+    if config.export.enabled:
+        _write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    print(f"mammalnet: {report_split} accuracy {metrics['accuracy']:.3f}, balanced accuracy "
+          f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+          f"({len(y_true)} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
+    return metrics
+
+
+def _one_per_class(labels: np.ndarray, num_classes: int, limit: int = 8) -> list[int]:
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes) if np.any(labels == c)]
+    return firsts[:limit]
+
+
+def _write_json(path: str, values: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=2, default=_jsonable)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tf.Tensor):
+        return value.numpy().tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
