@@ -100,6 +100,7 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
     early_stopping_patience: int = 4
     class_weight: str = "balanced"
     shuffle_buffer: int = 2048
@@ -135,6 +136,7 @@ class PipelineConfig:
             "data.source": (self.data.source, ("synthetic", "folder", "csv")),
             "split.method": (self.split.method, ("stratified", "group")),
             "train.class_weight": (self.train.class_weight, ("none", "balanced")),
+            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
