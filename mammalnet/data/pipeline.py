@@ -41,14 +41,18 @@ def _decode(path, start_s, duration_s, channel):
     return x, np.int32(sr)
 
 
-def decode_and_resample(path, start_s, duration_s, spec: WindowSpec):
-    """Graph function: decodes one clip and resamples it to the pipeline rate. Returns [n]."""
+def decode_and_resample(path, start_s, duration_s, spec: WindowSpec, known_rates_hz=None):
+    """Graph function: decodes one clip and resamples it to the pipeline rate. Returns [n].
+
+    known_rates_hz: the source rates that can occur (from the manifest); their filters are
+    designed once at trace time instead of in-graph for every clip.
+    """
     channel = -1 if spec.channel is None else spec.channel
     waveform, rate = tf.numpy_function(
         _decode, [path, start_s, duration_s, channel], [tf.float32, tf.int32], stateful=False)
     waveform.set_shape([None])
     rate.set_shape([])
-    return resample(waveform, rate, spec.sample_rate_hz)
+    return resample(waveform, rate, spec.sample_rate_hz, known_rates_hz=known_rates_hz)
 
 
 def clip_windows(waveform, spec: WindowSpec):
@@ -100,12 +104,13 @@ def build_dataset(
         Dataset of (waveform [B, window_samples] float32, label [B] int32[, clip [B] int32]).
     """
     table = _clip_table(manifest, class_names)
+    known_rates = sorted(int(r) for r in manifest["sample_rate_hz"].unique())
     ds = tf.data.Dataset.from_tensor_slices(table)
     if training:
         ds = ds.shuffle(len(manifest), seed=seed, reshuffle_each_iteration=False)
 
     def to_windows(row):
-        waveform = decode_and_resample(row["path"], row["start_s"], row["duration_s"], spec)
+        waveform = decode_and_resample(row["path"], row["start_s"], row["duration_s"], spec, known_rates)
         windows = clip_windows(waveform, spec)
         count = tf.shape(windows)[0]
         return (windows, tf.fill([count], row["label"]), tf.fill([count], row["clip"]))
