@@ -102,7 +102,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     early_stopping_patience: int = 4
-    class_weight: str = "balanced"
+    class_weight: str = "none"
     shuffle_buffer: int = 2048
     seed: int = 0
 
