@@ -33,7 +33,17 @@ def load_manifest(config: config_lib.PipelineConfig) -> pd.DataFrame:
     if data.source == "synthetic":
         from mammalnet.data.synthetic import ensure_ocean
 
-        root = ensure_ocean(data.cache_dir, seed=data.synthetic_seed, num_clips=data.synthetic_clips)
+        bar = None
+
+        def progress(done, total):
+            nonlocal bar
+            if bar is None:
+                print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
+                bar = keras.utils.Progbar(total, unit_name="clip")
+            bar.update(done)
+
+        root = ensure_ocean(data.cache_dir, seed=data.synthetic_seed, num_clips=data.synthetic_clips,
+                            progress=progress)
         return read_labels_csv(os.path.join(root, "labels.csv"), file_column="file", label_column="species",
                                group_column="group")
     if data.source == "csv":
@@ -120,6 +130,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False)
 
     t_prep = time.perf_counter()
+    print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
     x_val, y_val = collect(val_ds)
     train_labels = np.concatenate([y.numpy() for _, y in train_ds])
     # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".

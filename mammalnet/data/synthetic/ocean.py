@@ -320,10 +320,11 @@ LABELS_FILE = "labels.csv"
 
 
 def generate_ocean(out_dir: str | os.PathLike, *, seed: int = 0,
-                   num_clips: int = 1200) -> pathlib.Path:
+                   num_clips: int = 1200, progress=None) -> pathlib.Path:
     """Writes the dataset: <out_dir>/<species>/<clip_id>.wav (PCM-16 mono), labels.csv, ocean.json.
 
     Always (re)writes; ensure_ocean is the cached, atomic entry point. The marker is written last.
+    `progress(done, total)`, if given, is called after each clip (e.g. to drive a progress bar).
 
     Returns:
         out_dir as a Path.
@@ -340,7 +341,7 @@ def generate_ocean(out_dir: str | os.PathLike, *, seed: int = 0,
     for name in SPECIES:
         (out / name).mkdir(exist_ok=True)
     rows = []
-    for spec in specs:
+    for done, spec in enumerate(specs, start=1):
         clip = render_clip(spec)
         sf.write(out / spec.file, to_pcm16(clip.audio), spec.sample_rate_hz,
                  subtype="PCM_16", format="WAV")
@@ -354,6 +355,8 @@ def generate_ocean(out_dir: str | os.PathLike, *, seed: int = 0,
             "shipping": f"{spec.shipping:.3f}",
             "snapping_shrimp": int(spec.session.shrimp_rate_hz > 0),
             "peak_dbfs": f"{spec.peak_dbfs:.2f}"})
+        if progress is not None:
+            progress(done, len(specs))
     with open(out / LABELS_FILE, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -385,12 +388,12 @@ def _is_complete(folder: pathlib.Path, seed: int, num_clips: int) -> bool:
 
 
 def ensure_ocean(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
-                 num_clips: int = 1200) -> pathlib.Path:
+                 num_clips: int = 1200, progress=None) -> pathlib.Path:
     """Returns the dataset folder, generating it only if missing or its marker differs.
 
     The folder is <cache_dir>/synthetic_ocean_v1_seed{seed}_n{num_clips}. It is built in a
     temporary sibling folder and renamed into place, so an interrupted run never leaves a
-    half-written dataset behind.
+    half-written dataset behind. `progress` is passed to generate_ocean.
 
     Raises:
         ValueError: bad seed or num_clips.
@@ -405,7 +408,7 @@ def ensure_ocean(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
     try:
         os.chmod(tmp, 0o755)
-        generate_ocean(tmp, seed=seed, num_clips=num_clips)
+        generate_ocean(tmp, seed=seed, num_clips=num_clips, progress=progress)
         if target.exists():  # stale: wrong marker or an older layout; move it aside first
             stale = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=cache))
             os.replace(target, stale / "old")
