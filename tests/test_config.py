@@ -9,7 +9,13 @@ def test_default_pipeline_loads_and_validates():
     cfg = config_lib.load(DEFAULT_PIPELINE).validate()
     assert cfg.data.source == "synthetic"
     assert cfg.window_samples == int(cfg.audio.window_s * cfg.audio.sample_rate_hz)
-    assert cfg.hop_samples == cfg.window_samples  # hop defaults to the window
+    assert cfg.hop_samples == int(cfg.audio.hop_s * cfg.audio.sample_rate_hz)
+
+
+def test_hop_defaults_to_the_window():
+    cfg = config_lib.PipelineConfig()
+    assert cfg.audio.hop_s is None
+    assert cfg.hop_samples == cfg.window_samples
 
 
 def test_unknown_key_is_an_error(tmp_path):
