@@ -55,11 +55,16 @@ class SplitConfig:
 
 @dataclasses.dataclass
 class AudioConfig:
-    """The model's view of time: pipeline sample rate and analysis windows."""
+    """The model's view of time: pipeline sample rate and analysis windows.
+
+    hop_s: seconds between window starts (default: window_s, no overlap); train_hop_s: the same
+    for training windows only (denser windows = more time shifts per epoch; default: hop_s).
+    """
 
     sample_rate_hz: int = 24000
     window_s: float = 2.0
     hop_s: float | None = None
+    train_hop_s: float | None = None
     max_windows_per_clip: int = 8
     channel: int | None = None
 
@@ -165,8 +170,10 @@ class PipelineConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key} must be positive. Received: {key}={value}")
-        if self.audio.hop_s is not None and not self.audio.hop_s > 0:
-            raise ConfigError(f"audio.hop_s must be positive. Received: audio.hop_s={self.audio.hop_s}")
+        for key in ("hop_s", "train_hop_s"):
+            value = getattr(self.audio, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"audio.{key} must be positive. Received: audio.{key}={value}")
         return self
 
     @property
@@ -177,6 +184,12 @@ class PipelineConfig:
     def hop_samples(self) -> int:
         hop_s = self.audio.hop_s if self.audio.hop_s is not None else self.audio.window_s
         return int(round(hop_s * self.audio.sample_rate_hz))
+
+    @property
+    def train_hop_samples(self) -> int:
+        if self.audio.train_hop_s is None:
+            return self.hop_samples
+        return int(round(self.audio.train_hop_s * self.audio.sample_rate_hz))
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

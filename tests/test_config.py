@@ -70,3 +70,16 @@ def test_fit_cli_help(capsys):
         parse_args(["--help"])
     assert exit_info.value.code == 0
     assert "--workdir" in capsys.readouterr().out
+
+
+def test_train_hop_cuts_the_same_stretch_more_densely():
+    from mammalnet.training.train import window_spec
+
+    cfg = config_lib.apply_overrides(config_lib.PipelineConfig(), [
+        "audio.window_s=2", "audio.hop_s=1", "audio.train_hop_s=0.5", "audio.max_windows_per_clip=9"])
+    train, evaluate = window_spec(cfg, training=True), window_spec(cfg)
+    assert (train.hop_samples, evaluate.hop_samples) == (12000, 24000)
+    # evaluation covers 2 + 8 * 1 = 10 s; training windows reach the same 10 s
+    assert evaluate.max_windows_per_clip == 9 and train.max_windows_per_clip == 17
+    with pytest.raises(ConfigError, match="audio.train_hop_s=0"):
+        config_lib.apply_overrides(cfg, ["audio.train_hop_s=0"]).validate()

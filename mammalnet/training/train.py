@@ -54,9 +54,13 @@ def load_manifest(config: config_lib.PipelineConfig) -> pd.DataFrame:
     return read_folder(data.root, extensions=data.extensions)
 
 
-def window_spec(config: config_lib.PipelineConfig) -> WindowSpec:
-    return WindowSpec(config.audio.sample_rate_hz, config.window_samples, config.hop_samples,
-                      config.audio.max_windows_per_clip, config.audio.channel)
+def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) -> WindowSpec:
+    hop = config.train_hop_samples if training else config.hop_samples
+    max_windows = config.audio.max_windows_per_clip
+    if training:  # the same stretch of each clip, cut more densely
+        max_windows = -(-(max_windows - 1) * config.hop_samples // hop) + 1
+    return WindowSpec(config.audio.sample_rate_hz, config.window_samples, hop, max_windows,
+                      config.audio.channel)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -125,7 +129,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
 
     spec = window_spec(config)
     parts = {s: manifest[manifest["split"] == s] for s in ("train", "val", "test")}
-    train_ds = build_dataset(parts["train"], names, spec, batch_size=config.train.batch_size, training=True,
+    train_ds = build_dataset(parts["train"], names, window_spec(config, training=True),
+                             batch_size=config.train.batch_size, training=True,
                              shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
     val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False)
 
