@@ -15,7 +15,6 @@ check passes, so a failed export never leaves a folder that looks deployable.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import keras
 import numpy as np
 
 import mammalnet.layers  # noqa: F401  (registers the custom layers for model.keras)
+from mammalnet.report.metrics import write_json
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
@@ -122,7 +122,7 @@ def export_model(
             "input_dtype": "float32",
             "input_shape": [None, window_samples],
         }
-        _write_json(staged["audio_json"], audio)
+        write_json(staged["audio_json"], audio)
 
         tflite_probs = run_tflite(staged["tflite"], waveforms)
         savedmodel_probs = _run_saved_model(staged["saved_model"], waveforms)
@@ -145,7 +145,7 @@ def export_model(
                 f"{'; '.join(failures)} > parity_tolerance={parity_tolerance} "
                 f"(TFLite {tflite_diff:.3g}, SavedModel {savedmodel_diff:.3g} vs Keras). "
                 f"Nothing was written to {out_dir}.")
-        _write_json(staged["metrics_json"], {**(metrics or {}), "parity": parity})
+        write_json(staged["metrics_json"], {**(metrics or {}), "parity": parity})
 
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {}
@@ -272,15 +272,3 @@ def _resolve_thresholds(thresholds, class_names) -> dict:
     return resolved
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")

@@ -172,6 +172,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Writes `value` as strict JSON (numpy types converted, NaN/inf as null)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(to_jsonable(value), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
 def _save(fig, path: str) -> None:
     fig.savefig(path, dpi=110)
 
@@ -213,9 +220,7 @@ def write_report(report_dir: str | os.PathLike, *, y_true: np.ndarray, y_prob: n
 
     report_dir = os.fspath(report_dir)
     os.makedirs(report_dir, exist_ok=True)
-    with open(os.path.join(report_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2, allow_nan=False)
-        f.write("\n")
+    write_json(os.path.join(report_dir, "metrics.json"), metrics)
 
     _save(plots.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names,
                                       title=f"confusion matrix — {len(y_true)} examples"),

@@ -7,7 +7,6 @@ Leaves the artifacts contract of DESIGN.md:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -23,7 +22,7 @@ from mammalnet.data.sources import read_folder, read_labels_csv
 from mammalnet.data.split import assign_splits, check_no_leak, split_counts
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
-from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_report
+from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
 from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
 
 
@@ -129,6 +128,9 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
 
     spec = window_spec(config)
     parts = {s: manifest[manifest["split"] == s] for s in ("train", "val", "test")}
+    if parts["val"].empty:
+        raise ValueError(f"no clip could go to validation (too few clips per class). Received: split counts "
+                         f"{protocol['counts']}, train-only classes {protocol['train_only_classes']}")
     train_ds = build_dataset(parts["train"], names, window_spec(config, training=True),
                              batch_size=config.train.batch_size, training=True,
                              shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
@@ -194,9 +196,9 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         timings["export_s"] = time.perf_counter() - t_export
     timings["total_s"] = time.perf_counter() - t0
     metrics["timings_s"] = timings
-    _write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
+    write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
     if config.export.enabled:
-        _write_json(os.path.join(model_dir, "metrics.json"), metrics)
+        write_json(os.path.join(model_dir, "metrics.json"), metrics)
     print(f"mammalnet: {report_split} accuracy {metrics['accuracy']:.3f}, balanced accuracy "
           f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
           f"({len(y_true)} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
@@ -214,18 +216,3 @@ def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int):
 def _one_per_class(labels: np.ndarray, num_classes: int, limit: int = 8) -> list[int]:
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes) if np.any(labels == c)]
     return firsts[:limit]
-
-
-def _write_json(path: str, values: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, default=_jsonable)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tf.Tensor):
-        return value.numpy().tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
