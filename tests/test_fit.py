@@ -91,3 +91,16 @@ def test_fit_cli_reports_bad_data_clearly(tmp_path, capsys):
 def test_fit_cli_reports_bad_config(tmp_path, capsys):
     assert fit_main(["--set", "train.epochz=3"]) == 2
     assert "train.epochz" in capsys.readouterr().err
+
+
+def test_fit_cli_refuses_data_too_small_to_validate(tmp_path, capsys):
+    import soundfile as sf
+
+    from tests.conftest import tone_clip
+
+    for label in ("fin", "blue"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            sf.write(tmp_path / label / f"{i}.wav", tone_clip(100.0 * (i + 1), 8000, 0.5), 8000)
+    assert fit_main(["--data", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 1
+    assert "no clip could go to validation" in capsys.readouterr().err

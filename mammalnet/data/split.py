@@ -37,7 +37,9 @@ def assign_splits(
     per_class = df.groupby("label")[unit].nunique()
     train_only = sorted(per_class[per_class < MIN_CLIPS_TO_SPLIT].index)
     pool = df[~df["label"].isin(train_only)]
-    if method == "stratified":
+    if pool.empty:
+        pass  # nothing can be evaluated; the caller decides whether that is an error
+    elif method == "stratified":
         idx = pool.index.to_numpy()
         rest, test = train_test_split(idx, test_size=test_fraction, stratify=pool["label"], random_state=seed)
         train, val = train_test_split(

@@ -42,11 +42,17 @@ def test_split_is_deterministic_and_seeded():
 def test_split_errors():
     with pytest.raises(ValueError, match="method"):
         assign_splits(_manifest(), method="random")
-    with pytest.raises(ValueError, match="groups"):
-        assign_splits(_manifest(groups_per_class=1), method="group")
+    with pytest.raises(ValueError, match="needs at least 7 groups. Received: 6 groups"):
+        assign_splits(_manifest(n_per_class=(6, 6), groups_per_class=3), method="group")
 
 
 def test_leak_detected():
     df = pd.DataFrame({"path": ["a", "a"], "start_s": [0.0, 0.0], "split": ["train", "test"]})
     with pytest.raises(ValueError, match="more than one split"):
         check_no_leak(df)
+
+
+def test_all_classes_too_rare_to_split_stay_in_train():
+    df, protocol = assign_splits(_manifest(n_per_class=(2, 1)))
+    assert set(df["split"]) == {"train"}
+    assert protocol["train_only_classes"] == ["c0", "c1"]
