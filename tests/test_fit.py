@@ -104,3 +104,13 @@ def test_fit_cli_refuses_data_too_small_to_validate(tmp_path, capsys):
             sf.write(tmp_path / label / f"{i}.wav", tone_clip(100.0 * (i + 1), 8000, 0.5), 8000)
     assert fit_main(["--data", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 1
     assert "no clip could go to validation" in capsys.readouterr().err
+
+
+def test_balanced_class_weights_and_absent_classes():
+    import numpy as np
+
+    from mammalnet.training.train import _class_weights
+
+    weights = _class_weights(np.array([0, 0, 0, 2]), 3)
+    # n_windows / (n_present_classes * count): 4 / (2 * 3) and 4 / (2 * 1); class 1 has no window
+    assert weights == pytest.approx({0: 4 / 6, 1: 1.0, 2: 2.0})

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
 from mammalnet.data.manifest import class_names as manifest_class_names
@@ -63,33 +64,28 @@ def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) ->
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Inverse-frequency weights (sklearn's "balanced" rule), over training windows."""
-    counts = np.bincount(labels, minlength=num_classes).astype(float)
-    present = counts > 0
-    weights = np.ones(num_classes)
-    weights[present] = labels.size / (present.sum() * counts[present])
-    return {i: float(w) for i, w in enumerate(weights)}
+    """sklearn's "balanced" weights over training windows; classes with no window get 1."""
+    present = np.unique(labels)
+    weights = dict.fromkeys(range(num_classes), 1.0)
+    weights.update(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels).tolist()))
+    return weights
 
 
-def evaluate_clips(model, manifest: pd.DataFrame, class_names, spec: WindowSpec, batch_size: int):
-    """Predicts every window of every clip and averages window probabilities per clip.
+def evaluate_clips(model, windows: np.ndarray, clips: np.ndarray, manifest: pd.DataFrame, class_names,
+                   batch_size: int):
+    """Averages window probabilities per clip.
+
+    Args:
+        windows: float32 [n, window_samples]; clips: [n] positional row of each window in `manifest`.
 
     Returns:
-        (y_true [clips], clip_probs [clips, C], clip paths) in manifest order.
+        (y_true [clips], clip_probs [clips, C], clip paths), clips in first-seen order.
     """
-    ds = build_dataset(manifest, class_names, spec, batch_size=batch_size, training=False,
-                       with_clip_index=True, cache=False)
-    probs, labels, clips = [], [], []
-    for waveform, label, clip in ds:
-        probs.append(model.predict_on_batch(waveform))
-        labels.append(label.numpy())
-        clips.append(clip.numpy())
-    probs, labels, clips = np.concatenate(probs), np.concatenate(labels), np.concatenate(clips)
+    probs = model.predict(windows, batch_size=batch_size, verbose=0)
     clip_probs, clip_ids = aggregate_windows(probs, clips)
-    first = {c: i for i, c in reversed(list(enumerate(clips)))}
-    y_true = np.array([labels[first[c]] for c in clip_ids])
-    paths = manifest["path"].to_numpy()[np.asarray(clip_ids)]
-    return y_true, clip_probs, list(paths)
+    rows = manifest.iloc[np.asarray(clip_ids)]
+    y_true = rows["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
+    return y_true, clip_probs, list(rows["path"])
 
 
 def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *, verbose: int | str = "auto",
@@ -134,11 +130,12 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     train_ds = build_dataset(parts["train"], names, window_spec(config, training=True),
                              batch_size=config.train.batch_size, training=True,
                              shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
-    val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False)
+    val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False,
+                           with_clip_index=True, cache=False)
 
     t_prep = time.perf_counter()
     print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
-    x_val, y_val = collect(val_ds)
+    x_val, y_val, val_clips = collect(val_ds)
     train_labels = np.concatenate([y.numpy() for _, y in train_ds])
     # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".
     steps_per_epoch = -(-train_labels.size // config.train.batch_size)
@@ -173,15 +170,15 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     timings["epochs_run"] = len(history.history.get("loss", []))
 
     t_eval = time.perf_counter()
-    results = {}
-    for split in ("val", "test"):
-        if len(parts[split]):
-            y_true, y_prob, paths = evaluate_clips(model, parts[split], names, spec, config.train.batch_size)
-            results[split] = (y_true, y_prob, paths)
+    results = {"val": evaluate_clips(model, x_val, val_clips, parts["val"], names, config.train.batch_size)}
+    if len(parts["test"]):
+        x_test, _, test_clips = collect(build_dataset(parts["test"], names, spec, batch_size=config.train.batch_size,
+                                                      training=False, with_clip_index=True, cache=False))
+        results["test"] = evaluate_clips(model, x_test, test_clips, parts["test"], names, config.train.batch_size)
     report_split = "test" if "test" in results else "val"
     y_true, y_prob, paths = results[report_split]
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
-    extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)} if "val" in results else {}
+    extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)}
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
                            clip_paths=paths, split_protocol=protocol, history=history.history, extra=extra)
     timings["evaluate_s"] = time.perf_counter() - t_eval
