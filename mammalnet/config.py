@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from typing import Any
 
@@ -17,23 +18,60 @@ class ConfigError(ValueError):
     """A pipeline file or override is invalid. The message names the key and the value."""
 
 
+SOURCES = ("synthetic", "folder", "csv", "split_folders", "kaggle", "raven")
+
+
 @dataclasses.dataclass
 class DataConfig:
-    """Where the audio is and how it is labelled.
+    """Where the audio is, how it is labelled, and what to do with files that cannot be used.
 
-    source: `synthetic` (the embedded ocean, generated on first use), `folder` (one sub-folder per
-    class under `root`) or `csv` (a labels CSV with file and label columns).
+    source (one reader each, in mammalnet/data/sources/):
+      `synthetic`      the embedded ocean, generated on first use;
+      `folder`         <root>/<class>/.../*.wav; the folder `label_depth` levels below root names the
+                       class (1 = first level; -1 = the file's own folder);
+      `csv`            a labels CSV (`labels_csv`) with file and label columns, optional group and
+                       start/end columns (seconds);
+      `split_folders`  <root>/{train,validate,test}/ (`split_dirs`), each with a `metadata_glob`
+                       spreadsheet (file_name, species_name, sample_rate, feature columns kept as
+                       side features); the folders are the split (split.method: fixed);
+      `kaggle`         whale-detection layout: <root>/train/*.aiff + <root>/train.csv
+                       (clip_name, label 0/1); <root>/test/ is unlabelled and not read;
+      `raven`          long recordings + Raven selection tables (`raven_table_glob`): one manifest
+                       row per selection, plus `background_per_recording` segments away from them.
+    file_column / label_column: None means the layout's usual name (csv: file/species, else label; xlsx:
+    file_name/species_name; kaggle: clip_name/label; raven: the first of Annotation, Species,
+    Label, Class, Call Type, Type present).
+    label_map: raw label -> class name (e.g. kaggle {"0": no_call, "1": upcall}).
+    classes: when set, only these labels are used; rows with other labels are skipped as unknown.
+    below_band: a clip recorded below twice `frontend.high_hz` cannot hold the band the model
+    looks at: `skip` it (recorded in skipped.csv) or `keep` it anyway (inspect still warns).
+    strict: any skipped file or row is an error (`--strict`).
     """
 
     source: str = "synthetic"
     root: str | None = None
     labels_csv: str = "labels.csv"
-    file_column: str = "file"
-    label_column: str = "species"
+    file_column: str | None = None
+    label_column: str | None = None
     group_column: str | None = None
     group_fallback_column: str | None = None
+    start_column: str | None = None
+    end_column: str | None = None
+    label_depth: int = 1
+    label_map: dict[str, str] = dataclasses.field(default_factory=dict)
+    classes: list[str] | None = None
     extensions: list[str] = dataclasses.field(
         default_factory=lambda: [".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".mp3"])
+    metadata_glob: str = "*_metadata.xlsx"
+    split_dirs: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {"train": "train", "val": "validate", "test": "test"})
+    raven_table_glob: str = "*.selections.txt"
+    background_per_recording: int = 0
+    background_label: str = "background"
+    background_duration_s: float | None = None
+    background_min_gap_s: float = 1.0
+    below_band: str = "skip"
+    strict: bool = False
     synthetic_seed: int = 0
     synthetic_clips: int = 1200
     cache_dir: str | None = None
@@ -43,14 +81,21 @@ class DataConfig:
 class SplitConfig:
     """How clips are divided into train / val / test.
 
-    method: `stratified` (by clip, stratified by label) or `group` (no group on two sides,
-    stratified as far as groups allow; needs `data.group_column`).
+    method: `stratified` (by clip, stratified by label), `group` (no group on two sides,
+    stratified as far as groups allow; the group is `data.group_column`, or `group_regex` on the
+    file name, or what the source provides: the recording for raven, the source for synthetic),
+    or `fixed` (the split comes from `split_file`, a CSV with file and split columns, or from the
+    split_folders layout). Identical audio (same content hash) always stays on one side.
+    group_regex: applied to the file name (not the folder); the first capture group, else the whole
+    match, is the group (e.g. `^(.{5})` for Watkins tape IDs).
     """
 
     method: str = "stratified"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    group_regex: str | None = None
+    split_file: str | None = None
 
 
 @dataclasses.dataclass
@@ -59,6 +104,11 @@ class AudioConfig:
 
     hop_s: seconds between window starts (default: window_s, no overlap); train_hop_s: the same
     for training windows only (denser windows = more time shifts per epoch; default: hop_s).
+    max_windows_per_clip: a longer clip gives this many windows spread over its length, each read
+    from disk by offset (a two-hour file is never decoded whole).
+    channel: which channel of multichannel audio to use; None mixes all channels down.
+    pad_mode: how a clip shorter than a window is filled: `zero`, `noise` (Gaussian noise at the
+    clip's own quietest level) or `repeat` (the clip tiled).
     """
 
     sample_rate_hz: int = 24000
@@ -67,6 +117,7 @@ class AudioConfig:
     train_hop_s: float | None = None
     max_windows_per_clip: int = 8
     channel: int | None = None
+    pad_mode: str = "zero"
 
 
 @dataclasses.dataclass
@@ -138,19 +189,34 @@ class PipelineConfig:
             ConfigError: naming the offending key and value.
         """
         choices = {
-            "data.source": (self.data.source, ("synthetic", "folder", "csv")),
-            "split.method": (self.split.method, ("stratified", "group")),
+            "data.source": (self.data.source, SOURCES),
+            "data.below_band": (self.data.below_band, ("skip", "keep")),
+            "split.method": (self.split.method, ("stratified", "group", "fixed")),
+            "audio.pad_mode": (self.audio.pad_mode, ("zero", "noise", "repeat")),
             "train.class_weight": (self.train.class_weight, ("none", "balanced")),
             "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
-        if self.data.source in ("folder", "csv") and not self.data.root:
+        if self.data.source != "synthetic" and not self.data.root:
             raise ConfigError(
                 f"data.source={self.data.source!r} needs data.root (or --data DIR). Received: data.root=None")
-        if self.split.method == "group" and not self.data.group_column:
-            raise ConfigError("split.method='group' needs data.group_column. Received: data.group_column=None")
+        if (self.split.method == "group" and not self.data.group_column and not self.split.group_regex
+                and self.data.source not in ("synthetic", "raven")):
+            raise ConfigError(
+                "split.method='group' needs data.group_column or split.group_regex. Received: "
+                f"data.group_column=None, split.group_regex=None (data.source={self.data.source!r})")
+        if self.split.method == "fixed" and not self.split.split_file and self.data.source != "split_folders":
+            raise ConfigError(
+                "split.method='fixed' needs split.split_file (a CSV of file,split) or data.source='split_folders'. "
+                "Received: split.split_file=None")
+        if self.split.group_regex is not None:
+            try:
+                re.compile(self.split.group_regex)
+            except re.error as err:
+                raise ConfigError(f"split.group_regex is not a valid regex ({err}). "
+                                  f"Received: split.group_regex={self.split.group_regex!r}") from err
         fractions = self.split.val_fraction + self.split.test_fraction
         if not (0 < self.split.val_fraction < 1 and 0 < self.split.test_fraction < 1 and fractions < 1):
             raise ConfigError(

@@ -49,7 +49,27 @@ def test_validate_names_bad_values():
         cfg.validate()
     cfg = config_lib.PipelineConfig()
     cfg.split.method = "group"
-    with pytest.raises(ConfigError, match="group_column"):
+    cfg.validate()  # the synthetic ocean brings its own groups (recording sessions)
+    cfg.data.source, cfg.data.root = "folder", "/data"
+    with pytest.raises(ConfigError, match="group_column or split.group_regex"):
+        cfg.validate()
+    cfg.split.group_regex = "^(.{5})"
+    cfg.validate()
+    cfg.split.group_regex = "^(.{5}"
+    with pytest.raises(ConfigError, match="split.group_regex is not a valid regex"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("split.method=fixed", "split.split_file"),
+    ("audio.pad_mode=mirror", "audio.pad_mode"),
+    ("data.below_band=upsample", "data.below_band"),
+    ("data.source=xlsx", "data.source"),
+    ("data.source=raven", "needs data.root"),
+])
+def test_validate_new_data_options(override, message):
+    cfg = config_lib.apply_overrides(config_lib.PipelineConfig(), [override])
+    with pytest.raises(ConfigError, match=message):
         cfg.validate()
 
 

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mammalnet.audio.io import AudioError
 from mammalnet.data.manifest import COLUMNS, class_names, make_manifest
+from mammalnet.data.problems import DataError, SkipLog
 from mammalnet.data.sources import read_folder, read_labels_csv
 from tests.conftest import tone_clip
 
@@ -23,18 +23,25 @@ def test_read_folder_labels_from_folder_names(tone_folder):
 def test_read_folder_names_every_bad_file(tone_folder):
     (tone_folder / "low" / "broken.wav").write_bytes(b"this is not audio")
     (tone_folder / "mid" / "empty.wav").write_bytes(b"")
-    with pytest.raises(AudioError) as err:
+    sf.write(tone_folder / "mid" / "no_samples.wav", np.zeros(0, np.float32), 8000)
+    with pytest.raises(DataError) as err:  # a direct call: one error listing every problem
         read_folder(tone_folder)
+    assert "3 problem(s)" in str(err.value)
     assert "broken.wav" in str(err.value) and "empty.wav" in str(err.value)
-    assert "2 unusable" in str(err.value)
+    skips = SkipLog()
+    df = read_folder(tone_folder, skips=skips)  # with a log: recorded, the rest is read
+    assert len(df) == 24
+    reasons = {s.path.rsplit("/", 1)[1]: s.reason for s in skips}
+    assert reasons["broken.wav"].startswith("not a readable audio file")
+    assert reasons["no_samples.wav"] == "holds no samples (zero-length audio)"
 
 
 def test_read_folder_missing_or_empty(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         read_folder(tmp_path / "nope")
     (tmp_path / "cls").mkdir()
-    with pytest.raises(ValueError, match="no audio files"):
-        read_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"no usable clips .* 1 file\(s\) or row\(s\) skipped(.|\n)*empty class folder"):
+        read_folder(tmp_path, skips=SkipLog())
 
 
 def _write_csv_layout(tmp_path, rows):
@@ -57,16 +64,18 @@ def test_read_labels_csv_custom_columns_and_groups(tmp_path):
 
 def test_read_labels_csv_errors(tmp_path):
     csv = _write_csv_layout(tmp_path, [("audio/a.wav", "fin", "T1"), ("../../x.wav", "fin", "T1")])
-    with pytest.raises(ValueError, match="escapes the data root"):
+    with pytest.raises(DataError, match=r"meta.csv line 3\): path escapes the data root"):
         read_labels_csv(csv, file_column="clip", label_column="sp")
-    with pytest.raises(ValueError, match="missing column"):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['file'\]. Received columns: \['clip', 'sp', 'tape'\]"):
         read_labels_csv(csv, file_column="file", label_column="sp")
     pd.DataFrame({"clip": ["audio/a.wav", "audio/missing.wav"], "sp": ["fin", "fin"]}).to_csv(csv, index=False)
-    with pytest.raises(AudioError, match="missing.wav: no such file"):
+    with pytest.raises(DataError, match=r"missing.wav \(meta.csv line 3\): no such file"):
         read_labels_csv(csv, file_column="clip", label_column="sp")
     pd.DataFrame({"clip": ["audio/a.wav"], "sp": [" "]}).to_csv(csv, index=False)
     with pytest.raises(ValueError, match="empty label"):
         read_labels_csv(csv, file_column="clip", label_column="sp")
+    with pytest.raises(ValueError, match="labels CSV not found"):
+        read_labels_csv(tmp_path / "nope.csv")
 
 
 def test_manifest_rejects_duplicates_and_bad_rates():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Mapping, Sequence
 
 import pandas as pd
 
-from mammalnet.data.manifest import make_manifest
-from mammalnet.data.sources.common import describe_files
+from mammalnet.data.problems import SkipLog
+from mammalnet.data.sources.common import (LabelRule, SkipScope, describe_candidates, require_columns,
+                                           table_candidates)
 
 
 def read_labels_csv(
@@ -17,44 +19,50 @@ def read_labels_csv(
     label_column: str = "species",
     group_column: str | None = None,
     group_fallback_column: str | None = None,
+    start_column: str | None = None,
+    end_column: str | None = None,
     root: str | os.PathLike | None = None,
+    label_map: Mapping[str, str] | None = None,
+    classes: Sequence[str] | None = None,
+    skips: SkipLog | None = None,
 ) -> pd.DataFrame:
-    """Reads a labels CSV; relative file paths resolve against `root` (default: the CSV's folder).
+    """Reads a labels CSV: one clip (or segment of a file) per row.
 
+    Relative file paths resolve against `root` (default: the CSV's folder) and must stay inside it.
     The group of a row is `group_column`, or `group_fallback_column` where the first is empty, or
-    the file itself where both are.
+    the file itself where both are. Columns the reader does not use are kept as manifest columns.
+    Recorded in `skips` (with the CSV line): missing or unreadable files, paths escaping the root,
+    empty or unknown labels, bad segments, duplicate rows and rows with conflicting labels.
+
+    Args:
+        csv_path: the table.
+        file_column / label_column: the columns holding the file path and the label.
+        group_column / group_fallback_column: see above.
+        start_column / end_column: optional segment bounds in seconds (empty: 0 / the file's end).
+        root: the data root; default the CSV's folder.
+        label_map: raw label -> class name, applied before `classes`.
+        classes: when set, rows with other labels are skipped as unknown.
+        skips: where to record rows that cannot be used; None raises them all as one DataError.
+
+    Returns:
+        A Manifest with the CSV's other columns after the manifest's own.
 
     Raises:
-        ValueError: missing CSV or columns, empty labels, paths escaping the root.
-        AudioError: files that are missing or unreadable, all listed.
+        ValueError: missing CSV or column (listing the columns found), or no usable clip.
+        DataError: `skips` is None and any row was skipped.
     """
     csv_path = os.fspath(csv_path)
     if not os.path.isfile(csv_path):
         raise ValueError(f"labels CSV not found. Received: {csv_path!r}")
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    wanted = [file_column, label_column] + [c for c in (group_column, group_fallback_column) if c]
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {missing}. Received columns: {list(table.columns)}")
-    root = os.path.realpath(os.fspath(root) if root else os.path.dirname(os.path.abspath(csv_path)))
-    paths = []
-    for line, rel in enumerate(table[file_column], start=2):
-        full = os.path.realpath(os.path.join(root, rel))
-        if os.path.commonpath([root, full]) != root:
-            raise ValueError(f"{csv_path}, line {line}: path escapes the data root {root!r}. Received: {rel!r}")
-        paths.append(full)
-    empty = table.index[table[label_column].str.strip() == ""]
-    if len(empty):
-        raise ValueError(f"{csv_path}, line {empty[0] + 2}: empty label for {table[file_column][empty[0]]!r}")
-    groups = None
-    if group_column:
-        groups = table[group_column].str.strip()
-        if group_fallback_column:
-            groups = groups.where(groups != "", table[group_fallback_column].str.strip())
-        groups = [g if g else None for g in groups]
-    rows = describe_files(paths, list(table[label_column].str.strip()), groups)
-    extra = [c for c in table.columns if c not in wanted]
-    for row, (_, record) in zip(rows, table.iterrows()):
-        for column in extra:
-            row.setdefault(column, record[column])
-    return make_manifest(rows)
+    used = [file_column, label_column, group_column, group_fallback_column, start_column, end_column]
+    require_columns(table, csv_path, used)
+    root = os.fspath(root) if root else os.path.dirname(os.path.abspath(csv_path))
+    scope = SkipScope(skips)
+    candidates = table_candidates(
+        table, table_path=csv_path, base_dir=root, root=root, file_column=file_column,
+        label_column=label_column, rule=LabelRule(label_map, classes), skips=scope,
+        group_column=group_column, group_fallback_column=group_fallback_column,
+        start_column=start_column, end_column=end_column,
+        extra_columns={c: c for c in table.columns if c not in used})
+    return scope.manifest(describe_candidates(candidates, scope), repr(csv_path))
