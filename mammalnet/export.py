@@ -56,6 +56,7 @@ def export_model(
     thresholds: dict | None = None,
     metrics: dict | None = None,
     parity_tolerance: float = 1e-4,
+    pad_mode: str = "zero",
 ) -> dict:
     """Writes SavedModel, model.keras, TFLite, labels, audio.json and metrics.json; checks parity.
 
@@ -71,6 +72,8 @@ def export_model(
         metrics: evaluation metrics to store in metrics.json (JSON-serialisable, numpy allowed).
         parity_tolerance: largest allowed max-abs difference of TFLite (and SavedModel)
             probabilities against Keras.
+        pad_mode: how the training pipeline filled clips shorter than a window (zero, noise,
+            repeat); stored in audio.json so predict pads the same way.
 
     Returns:
         {'tflite_max_abs_diff', 'savedmodel_max_abs_diff', 'num_parity_examples',
@@ -114,6 +117,7 @@ def export_model(
             "sample_rate_hz": sample_rate_hz,
             "window_samples": window_samples,
             "window_s": window_samples / sample_rate_hz,
+            "pad_mode": pad_mode,
             "class_names": class_names,
             "thresholds": thresholds,
             "input_name": INPUT_NAME,

@@ -2,9 +2,11 @@
 
     python -m mammalnet.predict MODEL_DIR AUDIO... [--top-k 3] [--format table|json] [--hop-s S]
 
-Each file is decoded (mono mixdown), resampled to the model rate, cut into windows (hop defaults
-to one window, the tail zero-padded), and the window probabilities are averaged. A file that
-fails is reported on stderr and the others still run; the exit code is 1 if any failed.
+Each file is read in blocks of windows by offset (mono mixdown; memory bounded whatever the file's
+length), resampled to the model rate and cut into windows at the hop (default: one window) over the
+whole file, the last window's tail padded as audio.json's `pad_mode` says (default zero); the
+window probabilities are averaged. A file that fails is reported on stderr and the others still
+run; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mammalnet.audio.io import AudioError, read_audio
+from mammalnet.audio.io import AudioError, audio_info, read_audio
 
-_BATCH_WINDOWS = 64  # windows per forward pass; bounds memory on hours-long files
+# Windows decoded, resampled and run through the model at a time: bounds memory on hours-long files.
+_BLOCK_WINDOWS = 64
 
 
 class ModelDirError(ValueError):
@@ -33,14 +36,17 @@ def load_model_dir(model_dir):
     """Loads model.keras and audio.json from an export folder.
 
     Returns:
-        (keras.Model, audio config dict with sample_rate_hz, window_samples, class_names).
+        (keras.Model, audio config dict with sample_rate_hz, window_samples, class_names and
+        pad_mode, "zero" when audio.json has none).
 
     Raises:
-        ModelDirError: missing files, missing keys, or a model that does not match audio.json.
+        ModelDirError: missing files, missing keys, an unknown pad_mode, or a model that does not
+            match audio.json.
     """
     import keras
 
     import mammalnet.layers  # noqa: F401  (registers the custom layers)
+    from mammalnet.audio.dsp import PAD_MODES
 
     model_dir = Path(model_dir)
     model_path, audio_path = model_dir / "model.keras", model_dir / "audio.json"
@@ -54,6 +60,10 @@ def load_model_dir(model_dir):
     missing = [k for k in ("sample_rate_hz", "window_samples", "class_names") if k not in audio]
     if missing:
         raise ModelDirError(f"{audio_path}: missing keys {missing}")
+    audio.setdefault("pad_mode", "zero")
+    if audio["pad_mode"] not in PAD_MODES:
+        raise ModelDirError(
+            f"{audio_path}: pad_mode must be one of {PAD_MODES}. Received: pad_mode={audio['pad_mode']!r}")
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     input_shape = tuple(model.inputs[0].shape)
     if input_shape[1:] != (audio["window_samples"],):
@@ -63,21 +73,39 @@ def load_model_dir(model_dir):
     return model, audio
 
 
-def _predict_waveform(model, waveform, sample_rate_hz, audio, hop_samples):
-    from mammalnet.audio.dsp import frame_windows
+def _predict_file(model, path, audio, hop_samples, block_windows):
+    """Mean window probabilities of one file, read block by block. Returns (probs [C], windows).
 
-    target_rate = int(audio["sample_rate_hz"])
-    if sample_rate_hz != target_rate:
-        from mammalnet.audio.dsp import resample
+    The windows are those of resampling the whole file and framing it (frame_windows), block by
+    block: each block is one read by offset (mammalnet.data.pipeline.plan_read) of the samples its
+    windows cover. Only the last block is padded; `noise` padding takes its level from that block.
+    """
+    from mammalnet.audio import dsp
+    from mammalnet.data.pipeline import plan_read
 
-        waveform = resample(waveform, sample_rate_hz, target_rate)
-    windows = np.asarray(frame_windows(waveform, int(audio["window_samples"]), hop_samples))
-    probs = [np.asarray(model(windows[i:i + _BATCH_WINDOWS], training=False))
-             for i in range(0, len(windows), _BATCH_WINDOWS)]
-    return np.concatenate(probs, axis=0).mean(axis=0), len(windows)
+    info = audio_info(path)
+    target, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    total = -(-info.frames * target // info.sample_rate_hz)  # length of the whole file resampled
+    # With hop > window a block of windows spans mostly gaps; fewer windows keep it bounded.
+    block = max(1, min(block_windows, block_windows * window // hop_samples))
+    span = (block - 1) * hop_samples + window
+    prob_sum, count = 0.0, 0
+    for first in range(0, total, block * hop_samples):
+        stop = min(total, first + span)
+        start, frames, skip = plan_read(first, stop, info.sample_rate_hz, target, info.frames)
+        waveform, rate = read_audio(path, start_s=start / info.sample_rate_hz,
+                                    duration_s=frames / info.sample_rate_hz)
+        if rate != target:
+            waveform = dsp.resample(waveform, rate, target)
+        windows = dsp.frame_windows(waveform[skip:skip + stop - first], window, hop_samples,
+                                    pad_mode=audio["pad_mode"], seed=(0, total))
+        probs = np.asarray(model(windows, training=False), np.float64)
+        prob_sum, count = prob_sum + probs.sum(axis=0), count + len(probs)
+    return prob_sum / count, count
 
 
-def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = None) -> list[dict]:
+def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = None,
+                  block_windows: int = _BLOCK_WINDOWS) -> list[dict]:
     """Predicts the top-k species of each audio file.
 
     Args:
@@ -85,6 +113,8 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
         paths: audio files, any format and rate libsndfile reads.
         top_k: species to report per file (clipped to the number of classes).
         hop_s: seconds between window starts; None means one window (no overlap).
+        block_windows: windows read and run at a time: bounds memory; the result does not depend
+            on it, except for the level of `noise` padding (estimated on the last block).
 
     Returns:
         One dict per path, in order: {'file', 'num_windows', 'top_k': [{'label', 'probability'}],
@@ -92,10 +122,12 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
         num_windows is 0 and top_k is empty).
 
     Raises:
-        ValueError: bad top_k or hop_s. ModelDirError: unusable model folder.
+        ValueError: bad top_k, hop_s or block_windows. ModelDirError: unusable model folder.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
+    if isinstance(block_windows, bool) or not isinstance(block_windows, int) or block_windows < 1:
+        raise ValueError(f"block_windows must be a positive integer. Received: block_windows={block_windows!r}")
     if hop_s is not None and not hop_s > 0:
         raise ValueError(f"hop_s must be positive. Received: hop_s={hop_s}")
     model, audio = load_model_dir(model_dir)
@@ -108,8 +140,7 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
     for path in paths:
         path = os.fspath(path)
         try:
-            waveform, sr = read_audio(path)
-            mean_probs, num_windows = _predict_waveform(model, waveform, sr, audio, hop_samples)
+            mean_probs, num_windows = _predict_file(model, path, audio, hop_samples, block_windows)
         except AudioError as err:
             results.append({"file": path, "num_windows": 0, "top_k": [], "error": str(err)})
             continue

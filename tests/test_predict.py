@@ -133,3 +133,60 @@ def test_cli_help():
     assert proc.returncode == 0
     for flag in ("MODEL_DIR", "--top-k", "--format", "--hop-s"):
         assert flag in proc.stdout
+
+
+def _probabilities(result):
+    return np.array([{t["label"]: t["probability"] for t in result["top_k"]}[name] for name in CLASSES])
+
+
+@needs_resample
+@pytest.mark.parametrize("rate", [SR, 11025])
+def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeypatch, rate):
+    import keras
+
+    import mammalnet.predict as predict
+
+    path = tmp_path / f"long_{rate}.wav"
+    sf.write(path, _chirp(10.3, rate), rate, subtype="FLOAT")
+    hop = WINDOW // 2
+    model = keras.saving.load_model(model_dir / "model.keras", safe_mode=True)
+    waveform, _ = read_audio(path)  # the reference: decode, resample and frame the whole file
+    whole = dsp.resample(waveform, rate, SR) if rate != SR else waveform
+    reference = np.asarray(model(dsp.frame_windows(whole, WINDOW, hop))).mean(axis=0)
+
+    reads = []
+
+    def recording(path, *, start_s=0.0, duration_s=None, channel=None):
+        x, sr = read_audio(path, start_s=start_s, duration_s=duration_s, channel=channel)
+        reads.append(len(x))
+        return x, sr
+
+    monkeypatch.setattr(predict, "read_audio", recording)
+    (r,) = predict_files(model_dir, [path], top_k=len(CLASSES), hop_s=0.5, block_windows=3)
+    assert r["error"] is None, r["error"]
+    assert r["num_windows"] == 20  # ceil((10.3 - 1) / 0.5) + 1, the last one padded
+    np.testing.assert_allclose(_probabilities(r), reference, atol=1e-5)
+    # 7 blocks of <= 3 windows (2 s): each read bounded whatever the file's length -- 2 s plus
+    # filter context (64 samples at the lower rate, each side) and grid alignment (441 frames).
+    assert len(reads) == 7
+    assert max(reads) <= 2 * rate + 2 * -(-64 * rate // SR) * (rate != SR) + 441
+
+
+def test_pad_mode_comes_from_audio_json(model_dir, audio_files, tmp_path, capsys):
+    import shutil
+
+    results = {}
+    for mode in ("zero", "repeat", "sideways"):
+        copy = tmp_path / mode
+        shutil.copytree(model_dir, copy)
+        audio = json.loads((copy / "audio.json").read_text())
+        (copy / "audio.json").write_text(json.dumps({**audio, "pad_mode": mode}))
+        if mode == "sideways":
+            assert main([str(copy), str(audio_files["long"])]) == 2
+            assert "Received: pad_mode='sideways'" in capsys.readouterr().err
+        else:
+            (results[mode],) = predict_files(copy, [audio_files["long"]], top_k=len(CLASSES))
+    (default,) = predict_files(model_dir, [audio_files["long"]], top_k=len(CLASSES))
+    np.testing.assert_allclose(_probabilities(results["zero"]), _probabilities(default), atol=1e-6)
+    # 2.5 s: the third window is half padding, so the mode shows in the mean.
+    assert np.abs(_probabilities(results["repeat"]) - _probabilities(default)).max() > 1e-4

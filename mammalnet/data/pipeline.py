@@ -1,37 +1,166 @@
-"""tf.data input pipelines: decode once with soundfile, then graph ops only.
+"""tf.data input pipelines: decode with soundfile, only what is used, then graph ops only.
 
-    manifest rows ─► decode (soundfile) ─► resample (tf) ─► window (tf) ─► unbatch ─► cache
-                  ─► shuffle (training) ─► batch ─► prefetch
+    manifest rows ─► reads (numpy plan) ─► decode (soundfile, by offset) ─► resample (tf)
+                  ─► window + pad (tf) ─► unbatch ─► cache ─► shuffle (training) ─► batch ─► prefetch
 
 Each element is one analysis window of raw waveform at the pipeline rate; the band-pass, log-mel
 and SpecAugment layers live inside the model, so what trains is what is exported.
+
+A clip no longer than its windows need ((max_windows_per_clip - 1) * hop + window) is one read. A
+longer clip -- a two-hour file, say -- gives max_windows_per_clip windows spread evenly over its
+whole length, and each is a read of its own: a window (plus a little filter context) by offset,
+resampled by itself. The file is never decoded whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammalnet.audio.dsp import frame_windows, resample
+from mammalnet.audio.dsp import check_pad_mode, frame_windows, resample
 from mammalnet.audio.io import read_audio
+
+# Source samples read on each side of a span, counted at the lower of the two rates: covers the
+# resampler's filters (measured on noise: 48 reproduce the whole-file resample to 2.4e-7 for
+# 44.1k, 81.92k, 11.025k, 16k, 384k down to 8k-24k and 8k, 10k up to 22.05k-24k; 32 leave ~1e-3).
+_CONTEXT_SAMPLES = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
-    """How clips become model inputs."""
+    """How clips become model inputs.
+
+    Attributes:
+        sample_rate_hz: the pipeline (model) rate.
+        window_samples: samples per window, at that rate.
+        hop_samples: samples between window starts (may exceed the window: gaps are skipped).
+        max_windows_per_clip: windows per clip at most. A clip longer than the stretch they cover,
+            (max_windows_per_clip - 1) * hop + window, gives exactly this many, spread evenly over
+            its whole length (first at its start, last at its end; a single one centred), each read
+            from disk by offset.
+        channel: which channel to keep; None mixes all channels down.
+        pad_mode: how samples past the end of a clip are filled -- a clip shorter than a window, or
+            the tail of a longer clip's last window: `zero`, `noise` or `repeat`
+            (mammalnet.audio.dsp.pad_to_length).
+
+    Raises:
+        ValueError: a non-positive size or an unknown pad_mode, naming the value.
+    """
 
     sample_rate_hz: int
     window_samples: int
     hop_samples: int
     max_windows_per_clip: int = 8
     channel: int | None = None
+    pad_mode: str = "zero"
+
+    def __post_init__(self):
+        for name in ("sample_rate_hz", "window_samples", "hop_samples", "max_windows_per_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        check_pad_mode(self.pad_mode)
+
+
+def plan_read(first: int, stop: int, source_rate_hz: int, target_rate_hz: int, file_frames: int):
+    """Which frames to decode so that resampling them gives target samples [first, stop) of the file.
+
+    Target sample k is the file at time k / target_rate_hz. The read starts at a frame whose time
+    is a whole number of target samples (a multiple of source / gcd(source, target) frames: the
+    resampler's output grid then coincides with the whole file's), with _CONTEXT_SAMPLES of filter
+    context on each side where the file has them; so the samples equal those of resampling the
+    whole file, to float rounding (multi-stage ratios, e.g. 166600 -> 24000: ~1e-3 of full scale).
+    The alignment costs at most source / gcd frames (under one second, and a few hundred frames
+    for the usual rates).
+
+    Args:
+        first: first target sample wanted, >= 0.
+        stop: one past the last target sample wanted, > first.
+        source_rate_hz: the file's rate.
+        target_rate_hz: the rate wanted.
+        file_frames: frames in the file; the read is clamped to it.
+
+    Returns:
+        (start_frame, num_frames, skip): decode num_frames from start_frame, resample, and drop the
+        first `skip` samples; at most stop - first samples remain to keep (fewer at the file's end).
+    """
+    source, target = int(source_rate_hz), int(target_rate_hz)
+    context = 0 if source == target else math.ceil(_CONTEXT_SAMPLES * max(source, target) / target)
+    step = source // math.gcd(source, target)
+    start = max(0, (first * source // target - context) // step * step)
+    end = min(file_frames, -(-stop * source // target) + context)
+    return start, max(end - start, 1), first - start * target // source
+
+
+def _clip_frames(path, start_s, end_s, rate, duration_s):
+    """(file frames, first frame, end frame) of one manifest row; end_s past the file is clamped.
+
+    Raises:
+        ValueError: naming the file and the value, for a rate or duration that is not positive and
+            finite, a start outside the file, or an end not after the start.
+    """
+    if not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"{path}: sample_rate_hz must be positive. Received: sample_rate_hz={rate!r}")
+    if not (np.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"{path}: duration_s must be positive and finite. Received: duration_s={duration_s!r}")
+    frames = int(round(duration_s * rate))
+    if not (np.isfinite(start_s) and 0 <= int(round(start_s * rate)) < frames):
+        raise ValueError(f"{path}: start_s outside the file ({duration_s:.3f} s). Received: start_s={start_s!r}")
+    first = int(round(start_s * rate))
+    end = frames if np.isnan(end_s) else int(round(max(min(end_s, duration_s), start_s) * rate))
+    if end <= first:
+        raise ValueError(f"{path}: end_s must be after start_s. Received: start_s={start_s!r}, end_s={end_s!r}")
+    return frames, first, end
+
+
+def _read_table(manifest: pd.DataFrame, class_names, spec: WindowSpec) -> dict:
+    """One row per decode: a short clip is one read, a long one max_windows_per_clip window reads.
+
+    Columns: path, start_s, duration_s (-1: to the end of the file), skip and keep (resampled
+    samples to drop, then to keep at most), label, clip (manifest row position) and offset (target
+    sample of the read in its file: with clip, the seed of noise padding).
+
+    Raises:
+        ValueError: a label outside class_names, or a row with an unusable span (see _clip_frames).
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(manifest["label"]) - set(index))
+    if unknown:
+        raise ValueError(f"labels not among the model's classes: {unknown}. Known: {list(class_names)}")
+    target, window = spec.sample_rate_hz, spec.window_samples
+    spread = spec.max_windows_per_clip
+    needed = (spread - 1) * spec.hop_samples + window
+    reads = []
+    rows = zip(manifest["path"].astype(str), manifest["label"].map(index), manifest["start_s"].astype(float),
+               manifest["end_s"].astype(float), manifest["sample_rate_hz"], manifest["duration_s"].astype(float))
+    for clip, (path, label, start_s, end_s, rate, duration_s) in enumerate(rows):
+        frames, first, end = _clip_frames(path, start_s, end_s, rate, duration_s)
+        rate = int(rate)
+        if -(-(end - first) * target // rate) <= needed:
+            duration = -1.0 if np.isnan(end_s) else (end - first) / rate
+            reads.append((path, first / rate, duration, 0, needed, label, clip, first * target // rate))
+            continue
+        # Window starts on the target grid, from the first sample at/after the clip's start to the
+        # last start whose window ends inside it.
+        lowest = -(-first * target // rate)
+        slack = max(end * target // rate - window - lowest, 0)
+        steps = [slack // 2] if spread == 1 else [k * slack // (spread - 1) for k in range(spread)]
+        for step in steps:
+            begin = lowest + step
+            start, count, skip = plan_read(begin, begin + window, rate, target, frames)
+            reads.append((path, start / rate, count / rate, skip, window, label, clip, begin))
+    columns = list(zip(*reads)) if reads else [()] * 8
+    types = (str, np.float64, np.float64, np.int32, np.int32, np.int32, np.int32, np.int64)
+    names = ("path", "start_s", "duration_s", "skip", "keep", "label", "clip", "offset")
+    return {name: np.asarray(values, dtype) for name, values, dtype in zip(names, columns, types)}
 
 
 def _decode(path, start_s, duration_s, channel):
-    """numpy side of decoding: soundfile reads only the clip's span."""
+    """numpy side of decoding: soundfile reads only the requested span."""
     x, sr = read_audio(
         path.decode("utf-8"),
         start_s=float(start_s),
@@ -42,10 +171,11 @@ def _decode(path, start_s, duration_s, channel):
 
 
 def decode_and_resample(path, start_s, duration_s, spec: WindowSpec, known_rates_hz=None):
-    """Graph function: decodes one clip and resamples it to the pipeline rate. Returns [n].
+    """Graph function: decodes one span and resamples it to the pipeline rate. Returns [n].
 
-    known_rates_hz: the source rates that can occur (from the manifest); their filters are
-    designed once at trace time instead of in-graph for every clip.
+    duration_s <= 0 reads to the end of the file. known_rates_hz: the source rates that can occur
+    (from the manifest); their filters are designed once at trace time instead of in-graph for
+    every read.
     """
     channel = -1 if spec.channel is None else spec.channel
     waveform, rate = tf.numpy_function(
@@ -55,26 +185,11 @@ def decode_and_resample(path, start_s, duration_s, spec: WindowSpec, known_rates
     return resample(waveform, rate, spec.sample_rate_hz, known_rates_hz=known_rates_hz)
 
 
-def clip_windows(waveform, spec: WindowSpec):
-    """Graph function: [n] -> at most max_windows_per_clip windows [k, window_samples]."""
-    windows = frame_windows(waveform, spec.window_samples, spec.hop_samples)
+def clip_windows(waveform, spec: WindowSpec, seed=None):
+    """Graph function: [n] -> at most max_windows_per_clip windows [k, window_samples], padded by
+    spec.pad_mode (seed: [2] ints for `noise`)."""
+    windows = frame_windows(waveform, spec.window_samples, spec.hop_samples, pad_mode=spec.pad_mode, seed=seed)
     return windows[: spec.max_windows_per_clip]
-
-
-def _clip_table(manifest: pd.DataFrame, class_names) -> dict:
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(manifest["label"]) - set(index))
-    if unknown:
-        raise ValueError(f"labels not among the model's classes: {unknown}. Known: {list(class_names)}")
-    end = manifest["end_s"].where(manifest["end_s"].notna(), -1.0)
-    duration = np.where(end > 0, end - manifest["start_s"], -1.0)
-    return {
-        "path": manifest["path"].astype(str).to_numpy(),
-        "start_s": manifest["start_s"].to_numpy(np.float64),
-        "duration_s": duration.astype(np.float64),
-        "label": manifest["label"].map(index).to_numpy(np.int32),
-        "clip": np.arange(len(manifest), dtype=np.int32),
-    }
 
 
 def build_dataset(
@@ -91,27 +206,41 @@ def build_dataset(
 ) -> tf.data.Dataset:
     """Builds the window dataset for one split.
 
+    A clip's span is start_s .. end_s (end_s NaN: the end of the file; past the file: clamped to
+    its duration_s). Spans longer than the windows need are read window by window, by offset (see
+    the module docstring); a clip's windows come out in time order, next to each other unless
+    training shuffles them. Noise padding is seeded by clip and offset, so cached data is the same
+    on every pass.
+
     Args:
         manifest: rows of one split (a Manifest).
         class_names: the label vocabulary; index = integer label.
-        spec: rate and windowing.
+        spec: rate, windowing and padding.
         batch_size: windows per batch.
-        training: shuffle (clips and windows) when True.
-        with_clip_index: also yield the manifest row index of each window (for per-clip evaluation).
+        training: shuffle (reads and windows) when True.
+        shuffle_buffer: windows in the shuffle buffer (training only).
+        seed: shuffle seed.
+        with_clip_index: also yield the manifest row position of each window (for per-clip evaluation).
         cache: keep decoded, resampled windows in memory after the first pass.
 
     Returns:
         Dataset of (waveform [B, window_samples] float32, label [B] int32[, clip [B] int32]).
+
+    Raises:
+        ValueError: a label outside class_names; a row whose sample_rate_hz or duration_s is not
+            positive and finite, whose start_s is outside the file, or whose end_s is not after it.
     """
-    table = _clip_table(manifest, class_names)
+    table = _read_table(manifest, class_names, spec)
     known_rates = sorted(int(r) for r in manifest["sample_rate_hz"].unique())
     ds = tf.data.Dataset.from_tensor_slices(table)
     if training:
-        ds = ds.shuffle(len(manifest), seed=seed, reshuffle_each_iteration=False)
+        ds = ds.shuffle(max(len(table["clip"]), 1), seed=seed, reshuffle_each_iteration=False)
 
     def to_windows(row):
         waveform = decode_and_resample(row["path"], row["start_s"], row["duration_s"], spec, known_rates)
-        windows = clip_windows(waveform, spec)
+        waveform = waveform[row["skip"]: row["skip"] + row["keep"]]
+        noise_seed = tf.stack([tf.cast(row["clip"], tf.int64), row["offset"]])
+        windows = clip_windows(waveform, spec, seed=noise_seed)
         count = tf.shape(windows)[0]
         return (windows, tf.fill([count], row["label"]), tf.fill([count], row["clip"]))
 

@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from mammalnet.audio.dsp import bandpass_fir, frame_windows, resample
+from mammalnet.audio.dsp import bandpass_fir, frame_windows, pad_to_length, quiet_level, resample
 
 # (source, target): every stage combination -- direct polyphase (44100, 24000, 5120, 500),
 # loose decimation + polyphase (384000, 96000), Farrow paths (166600, 81920, 10000 -> 22050).
@@ -234,3 +234,58 @@ def test_frame_windows_short_and_long_clips_keep_every_sample():
     assert covered.all()
     with pytest.raises(ValueError, match="Received: window_samples=0"):
         frame_windows(x, 0, 10)
+
+
+def test_frame_windows_hop_longer_than_window_makes_no_padding_only_window():
+    x = np.arange(1, 2101, dtype=np.float32)  # windows at 0 and 1500; 2000..2099 lie in a gap
+    frames = frame_windows(x, 500, 1500).numpy()
+    np.testing.assert_array_equal(frames, [x[:500], x[1500:2000]])
+    frames = frame_windows(x[:1600], 500, 1500).numpy()  # the second window starts inside: padded
+    np.testing.assert_array_equal(frames[1], np.r_[x[1500:1600], np.zeros(400)])
+
+
+def test_repeat_padding_tiles_short_clips_and_continues_long_ones():
+    x = np.arange(1, 301, dtype=np.float32)
+    np.testing.assert_array_equal(frame_windows(x, 1000, 500, pad_mode="repeat").numpy(), [np.resize(x, 1000)])
+    long = np.arange(1, 1201, dtype=np.float32)
+    frames = frame_windows(long, 1000, 1000, pad_mode="repeat").numpy()
+    np.testing.assert_array_equal(frames[1], np.r_[long[1000:], long[:800]])  # cyclic continuation
+    assert pad_to_length(x, 100, pad_mode="repeat").shape == (300,)  # never cuts
+    assert not pad_to_length(np.zeros(0, np.float32), 5, pad_mode="repeat").numpy().any()
+
+
+def _noisy_call(n=8000, floor=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    x = floor * rng.standard_normal(n)
+    x[n // 4:n // 2] += 0.5 * np.sin(np.arange(n // 4) * 0.3)  # a loud call must not raise the level
+    return x.astype(np.float32)
+
+
+def test_quiet_level_is_the_noise_floor_and_zero_only_for_silence():
+    assert float(quiet_level(_noisy_call())) == pytest.approx(0.01, rel=0.1)
+    # Digital silence is skipped (else the level would be 0); the frame straddling its end is not.
+    with_silence = np.r_[np.zeros(4000), _noisy_call(4000)].astype(np.float32)
+    assert 0.007 < float(quiet_level(with_silence)) < 0.011
+    short = np.array([0.2, -0.2, 0.2], np.float32)  # too short for frames: its overall RMS
+    assert float(quiet_level(short)) == pytest.approx(0.2, rel=1e-6)
+    assert float(quiet_level(np.zeros(1000, np.float32))) == 0.0
+    assert float(quiet_level(np.r_[np.zeros(999), 0.1].astype(np.float32))) > 0
+
+
+def test_noise_padding_level_determinism_and_graph_mode():
+    x = _noisy_call(3000)
+    frames = frame_windows(x, 8000, 4000, pad_mode="noise", seed=(3, 7)).numpy()
+    assert frames.shape == (1, 8000)
+    np.testing.assert_array_equal(frames[0, :3000], x)
+    tail = frames[0, 3000:]
+    assert np.std(tail) == pytest.approx(float(quiet_level(x)), rel=0.05) and np.std(tail) > 0
+    np.testing.assert_array_equal(frame_windows(x, 8000, 4000, pad_mode="noise", seed=(3, 7)).numpy(), frames)
+    assert not np.allclose(frame_windows(x, 8000, 4000, pad_mode="noise", seed=(3, 8)).numpy(), frames)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([2], tf.int64)])
+    def framed(waveform, seed):  # dynamic length and seed: what tf.data.map traces
+        return frame_windows(waveform, 8000, 4000, pad_mode="noise", seed=seed)
+
+    np.testing.assert_array_equal(framed(x, tf.constant([3, 7], tf.int64)).numpy(), frames)
+    with pytest.raises(ValueError, match="Received: pad_mode='reflect'"):
+        frame_windows(x, 8000, 4000, pad_mode="reflect")
