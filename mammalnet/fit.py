@@ -1,4 +1,4 @@
-"""python -m mammalnet.fit [PIPELINE.yaml] [--data DIR] [--workdir DIR] [--epochs N] [--set key=value ...]
+"""python -m mammalnet.fit [PIPELINE.yaml] [--data DIR] [--workdir DIR] [--epochs N] [--strict] [--set key=value ...]
 
 Trains, reports and exports a model. With no arguments it runs pipelines/default.yaml on the
 embedded synthetic ocean (generated on first use).
@@ -23,10 +23,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("pipeline", nargs="?", default=None,
                         help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
     parser.add_argument("--data", metavar="DIR",
-                        help="data folder: one sub-folder per class, or a folder holding labels.csv")
+                        help="data folder in any supported layout (class folders, labels.csv, split folders, "
+                             "Kaggle train/ + train.csv, Raven selection tables); detected from its contents")
     parser.add_argument("--workdir", metavar="DIR", default=".",
                         help="where runs/ and saved_models/ are written (default: .)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override train.epochs")
+    parser.add_argument("--strict", action="store_true",
+                        help="any unusable file or table row is an error (default: skip it and list it in "
+                             "runs/<name>/skipped.csv)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any pipeline key, e.g. --set audio.window_s=3 (repeatable)")
     return parser.parse_args(argv)
@@ -40,9 +44,12 @@ def resolve_config(args: argparse.Namespace):
     overrides = list(args.overrides)
     if args.data:
         if cfg.data.source == "synthetic":
-            has_csv = os.path.isfile(os.path.join(args.data, cfg.data.labels_csv))
-            overrides.insert(0, f"data.source={'csv' if has_csv else 'folder'}")
+            from mammalnet.data.sources import detect_layout
+
+            overrides.insert(0, f"data.source={detect_layout(args.data)}")
         overrides.insert(0, f"data.root={args.data}")
+    if args.strict:
+        overrides.append("data.strict=true")
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     return config_lib.apply_overrides(cfg, overrides).validate()
@@ -55,7 +62,7 @@ def main(argv=None) -> int:
 
     try:
         cfg = resolve_config(args)
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:  # ValueError: a --data folder that is missing or unreadable
         print(f"mammalnet.fit: {err}", file=sys.stderr)
         return 2
     from mammalnet.training.train import train

@@ -24,8 +24,21 @@ def tiny_config(data_dir, *extra):
     return resolve_config(args)
 
 
+def _add_bad_files(folder):
+    """Three files that would crash an epoch if they reached tf.data."""
+    import numpy as np
+    import soundfile as sf
+
+    (folder / "low" / "not_audio.wav").write_bytes(b"<html>not audio</html>" * 50)
+    nan = np.full(4000, np.nan, np.float32)
+    sf.write(folder / "mid" / "nan.wav", nan, 8000, subtype="FLOAT")
+    sf.write(folder / "high" / "silent.wav", np.zeros(4000, np.float32), 8000)
+    return {"not_audio.wav", "nan.wav", "silent.wav"}
+
+
 def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     workdir = tmp_path / "work"
+    bad = _add_bad_files(tone_folder)
     metrics = train(tiny_config(tone_folder), workdir, verbose=0)
     run, saved = workdir / "runs" / "tiny", workdir / "saved_models" / "tiny"
     for name in ("pipeline.yaml", "manifest.csv", "checkpoints/best.keras", "report/metrics.json",
@@ -48,6 +61,13 @@ def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     assert metrics["accuracy"] >= 0.6
     manifest = (run / "manifest.csv").read_text()
     assert "train" in manifest and "test" in manifest
+    # the bad files were found before training, listed with reasons, and never reached an epoch
+    import pandas as pd
+
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert set(skipped["path"].map(os.path.basename)) == bad and skipped["reason"].str.len().min() > 5
+    assert stored["split_protocol"]["skipped_files"] == 3
+    assert not any(name in manifest for name in bad)
 
 
 class _KillAfterEpoch(keras.callbacks.Callback):
@@ -88,6 +108,16 @@ def test_fit_cli_reports_bad_data_clearly(tmp_path, capsys):
     assert "junk.wav" in capsys.readouterr().err
 
 
+def test_fit_cli_strict_refuses_bad_files_naming_each(tone_folder, tmp_path, capsys):
+    bad = _add_bad_files(tone_folder)
+    code = fit_main(["--data", str(tone_folder), "--workdir", str(tmp_path / "w"), "--strict",
+                     *sum((["--set", s] for s in TINY), [])])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--strict" in err and all(name in err for name in bad)
+    assert (tmp_path / "w" / "runs" / "tiny" / "skipped.csv").is_file()
+
+
 def test_fit_cli_reports_bad_config(tmp_path, capsys):
     assert fit_main(["--set", "train.epochz=3"]) == 2
     assert "train.epochz" in capsys.readouterr().err
@@ -98,12 +128,27 @@ def test_fit_cli_refuses_data_too_small_to_validate(tmp_path, capsys):
 
     from tests.conftest import tone_clip
 
-    for label in ("fin", "blue"):
+    for c, label in enumerate(("fin", "blue")):
         (tmp_path / label).mkdir()
         for i in range(2):
-            sf.write(tmp_path / label / f"{i}.wav", tone_clip(100.0 * (i + 1), 8000, 0.5), 8000)
-    assert fit_main(["--data", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 1
+            sf.write(tmp_path / label / f"{i}.wav", tone_clip(100.0 * (i + 1), 8000, 0.5, seed=10 * c + i), 8000)
+    assert fit_main(["--data", str(tmp_path), "--workdir", str(tmp_path / "w"),
+                     *sum((["--set", s] for s in TINY), [])]) == 1
     assert "no clip could go to validation" in capsys.readouterr().err
+
+
+def test_fit_cli_refuses_clips_below_the_band(tmp_path, capsys):
+    import soundfile as sf
+
+    from tests.conftest import tone_clip
+
+    for label in ("fin", "blue"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        sf.write(tmp_path / "data" / label / "0.wav", tone_clip(300.0, 8000, 0.5), 8000)
+    # the default pipeline looks at 10-12000 Hz: 8 kHz recordings cannot hold that band
+    assert fit_main(["--data", str(tmp_path / "data"), "--workdir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert "no usable clips" in err and "below 2 x frontend.high_hz" in err and "0.wav" in err
 
 
 def test_balanced_class_weights_and_absent_classes():

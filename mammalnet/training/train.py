@@ -17,41 +17,29 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
+from mammalnet.data.load import load_manifest
 from mammalnet.data.manifest import class_names as manifest_class_names
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
-from mammalnet.data.sources import read_folder, read_labels_csv
-from mammalnet.data.split import assign_splits, check_no_leak, split_counts
+from mammalnet.data.problems import SkipLog
+from mammalnet.data.split import split_counts, split_manifest
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
 from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
 
 
-def load_manifest(config: config_lib.PipelineConfig) -> pd.DataFrame:
-    """Reads the configured data source into a Manifest (generating the synthetic ocean if needed)."""
-    data = config.data
-    if data.source == "synthetic":
-        from mammalnet.data.synthetic import ensure_ocean
+def _generation_progress():
+    """A progress callback for the first-use synthetic ocean generation (a Keras progress bar)."""
+    bar = None
 
-        bar = None
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
+            bar = keras.utils.Progbar(total, unit_name="clip")
+        bar.update(done)
 
-        def progress(done, total):
-            nonlocal bar
-            if bar is None:
-                print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
-                bar = keras.utils.Progbar(total, unit_name="clip")
-            bar.update(done)
-
-        root = ensure_ocean(data.cache_dir, seed=data.synthetic_seed, num_clips=data.synthetic_clips,
-                            progress=progress)
-        return read_labels_csv(os.path.join(root, "labels.csv"), file_column="file", label_column="species",
-                               group_column="group")
-    if data.source == "csv":
-        csv_path = data.labels_csv if os.path.isabs(data.labels_csv) else os.path.join(data.root, data.labels_csv)
-        return read_labels_csv(csv_path, file_column=data.file_column, label_column=data.label_column,
-                               group_column=data.group_column,
-                               group_fallback_column=data.group_fallback_column, root=data.root)
-    return read_folder(data.root, extensions=data.extensions)
+    return progress
 
 
 def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) -> WindowSpec:
@@ -60,7 +48,7 @@ def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) ->
     if training:  # the same stretch of each clip, cut more densely
         max_windows = -(-(max_windows - 1) * config.hop_samples // hop) + 1
     return WindowSpec(config.audio.sample_rate_hz, config.window_samples, hop, max_windows,
-                      config.audio.channel)
+                      config.audio.channel, config.audio.pad_mode)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -110,11 +98,16 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
 
-    manifest = load_manifest(config)
-    manifest, protocol = assign_splits(manifest, method=config.split.method,
-                                       val_fraction=config.split.val_fraction,
-                                       test_fraction=config.split.test_fraction, seed=config.split.seed)
-    check_no_leak(manifest)
+    skips = SkipLog(strict=config.data.strict)
+    try:
+        manifest = load_manifest(config, skips, progress=_generation_progress())
+    finally:  # a strict failure still leaves the list of problems on disk
+        skips.write_csv(os.path.join(run_dir, "skipped.csv"))
+    if len(skips):
+        print(f"mammalnet: {skips.summary()}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
+              "--strict makes these errors)", flush=True)
+    manifest, protocol = split_manifest(manifest, config)
+    protocol["skipped_files"] = len(skips)
     manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
     names = manifest_class_names(manifest)
     timings["data_s"] = time.perf_counter() - t0
@@ -188,7 +181,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         parity = export_model(model, model_dir, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
                               window_samples=config.window_samples,
                               parity_waveforms=x_val[: config.export.parity_examples], metrics=metrics,
-                              parity_tolerance=config.export.parity_tolerance)
+                              parity_tolerance=config.export.parity_tolerance,
+                              pad_mode=config.audio.pad_mode)
         metrics["parity"] = parity
         timings["export_s"] = time.perf_counter() - t_export
     timings["total_s"] = time.perf_counter() - t0
