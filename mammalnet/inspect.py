@@ -29,26 +29,18 @@ import math
 import os
 import re
 import sys
-import warnings
 
 import numpy as np
 import pandas as pd
 
-# Warn when metadata accuracy >= majority rate + CONFOUNDER_MARGIN and >= CONFOUNDER_MIN_ACCURACY:
-# 0.15 is three binomial standard deviations of accuracy on ~100 scored clips (chance does not get
-# there), and 0.5 keeps a handful of scored clips from warning on noise.
-CONFOUNDER_MARGIN = 0.15
-CONFOUNDER_MIN_ACCURACY = 0.5
+from mammalnet.data.confounders import CONFOUNDER_MARGIN, CONFOUNDER_MIN_ACCURACY, confounder_audit
+
 # Suggested settings: the rate at least this share of clips reach, the band edge as a share of
 # it (leaves the resampler's transition band below Nyquist), the window's clamp and nice values.
 RATE_COVERAGE = 0.95
 BAND_EDGE_SHARE = 0.48
 WINDOW_RANGE_S = (0.25, 10.0)
 NICE_WINDOWS_S = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
-FEATURE_SETS = {
-    "rate+duration+channels+bit_depth": ("sample_rate_hz", "clip_s", "channels", "bit_depth"),
-    "rate+duration": ("sample_rate_hz", "clip_s"),
-}
 WARNING_TEXT = (
     "WARNING: recording metadata alone predicts the label",
     "The recording settings (sample rate, duration, channels, bit depth) differ by class, so a model",
@@ -98,55 +90,6 @@ def reason_kind(reason: str) -> str:
     """A skip reason without its particulars (paths, numbers), for counting skips by kind."""
     head = re.split(r", | \(|\. | to (?=\S*[/\\])", reason, maxsplit=1)[0]
     return re.sub(r"\d+(\.\d+)?(?! x)", "N", head)
-
-
-def metadata_features(df: pd.DataFrame, columns) -> np.ndarray:
-    """[rows, len(columns)] recording metadata of an audited manifest (bit depth 0 = compressed)."""
-    from mammalnet.data.manifest import clip_duration_s
-
-    table = pd.DataFrame({"sample_rate_hz": df["sample_rate_hz"].astype(float), "clip_s": clip_duration_s(df),
-                          "channels": df["channels"].astype(float),
-                          "bit_depth": df["bit_depth"].astype("Float64").fillna(0.0).astype(float)})
-    return table[list(columns)].to_numpy()
-
-
-def confounder_audit(df: pd.DataFrame, *, seed: int = 0) -> dict:
-    """How well recording metadata alone predicts the label under the split in `df["split"]`.
-
-    A RandomForestClassifier (random_state=seed) per FEATURE_SETS entry is trained on the train rows
-    and scored on the test rows (val when there are none), beside the majority rate: the share of
-    scored rows whose label is the train majority class.
-
-    Returns:
-        {"scored_on", "n_train", "n_scored", "majority_class", "majority_rate", "results":
-        {feature set: {"accuracy", "balanced_accuracy"}}, "warning": bool}, or {"skipped": reason}
-        when the split leaves nothing to score.
-    """
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-
-    train = df[df["split"] == "train"]
-    scored_on = "test" if (df["split"] == "test").any() else "val"
-    scored = df[df["split"] == scored_on]
-    if scored.empty or train["label"].nunique() < 2:
-        return {"skipped": f"the split has {len(scored)} val/test clip(s) and {train['label'].nunique()} "
-                           "class(es) in train: nothing to score (too few clips per class)"}
-    majority = train["label"].value_counts().idxmax()
-    majority_rate = float((scored["label"] == majority).mean())
-    results = {}
-    for name, columns in FEATURE_SETS.items():
-        forest = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
-        forest.fit(metadata_features(train, columns), train["label"])
-        predicted = forest.predict(metadata_features(scored, columns))
-        with warnings.catch_warnings():  # predicting a class absent from the scored rows is expected here
-            warnings.simplefilter("ignore", UserWarning)
-            balanced = float(balanced_accuracy_score(scored["label"], predicted))
-        results[name] = {"accuracy": float(accuracy_score(scored["label"], predicted)), "balanced_accuracy": balanced}
-    warning = any(r["accuracy"] >= majority_rate + CONFOUNDER_MARGIN and r["accuracy"] >= CONFOUNDER_MIN_ACCURACY
-                  for r in results.values())
-    return {"scored_on": scored_on, "n_train": int(len(train)), "n_scored": int(len(scored)),
-            "majority_class": str(majority), "majority_rate": majority_rate, "results": results,
-            "warning": bool(warning)}
 
 
 def _nice_window(duration_s: float) -> float:

@@ -67,6 +67,9 @@ def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     skipped = pd.read_csv(run / "skipped.csv")
     assert set(skipped["path"].map(os.path.basename)) == bad and skipped["reason"].str.len().min() > 5
     assert stored["split_protocol"]["skipped_files"] == 3
+    baseline = stored["metadata_baseline"]
+    assert baseline["scored_on"] == "test" and 0 <= baseline["majority_rate"] <= 1
+    assert set(baseline["results"]) == {"rate+duration+channels+bit_depth", "rate+duration"}
     assert not any(name in manifest for name in bad)
 
 

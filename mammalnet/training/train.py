@@ -17,6 +17,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
+from mammalnet.data.confounders import confounder_audit
 from mammalnet.data.load import load_manifest
 from mammalnet.data.manifest import class_names as manifest_class_names
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
@@ -174,6 +175,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)}
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
                            clip_paths=paths, split_protocol=protocol, history=history.history, extra=extra)
+    # what recording metadata alone scores on the same split: the bar the model has to clear
+    metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed)
     timings["evaluate_s"] = time.perf_counter() - t_eval
 
     if config.export.enabled:
@@ -193,6 +196,13 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     print(f"mammalnet: {report_split} accuracy {metrics['accuracy']:.3f}, balanced accuracy "
           f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
           f"({len(y_true)} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
+    baseline = metrics["metadata_baseline"]
+    if "results" in baseline:
+        meta = max(r["accuracy"] for r in baseline["results"].values())
+        print(f"mammalnet: recording metadata alone (rate, duration, channels, bit depth) scores {meta:.3f} on "
+              f"the same {baseline['scored_on']} clips; the majority class {baseline['majority_rate']:.3f}"
+              + (" -- WARNING: the labels are predictable from the recording settings; "
+                 "run python -m mammalnet.inspect" if baseline["warning"] else ""), flush=True)
     return metrics
 
 
