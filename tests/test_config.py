@@ -1,8 +1,13 @@
+import glob
+import os
+
 import pytest
 
 from mammalnet import config as config_lib
 from mammalnet.config import ConfigError
 from mammalnet.fit import DEFAULT_PIPELINE, parse_args, resolve_config
+
+PIPELINES = os.path.dirname(DEFAULT_PIPELINE)
 
 
 def test_default_pipeline_loads_and_validates():
@@ -103,3 +108,12 @@ def test_train_hop_cuts_the_same_stretch_more_densely():
     assert evaluate.max_windows_per_clip == 9 and train.max_windows_per_clip == 17
     with pytest.raises(ConfigError, match="audio.train_hop_s=0"):
         config_lib.apply_overrides(cfg, ["audio.train_hop_s=0"]).validate()
+
+
+@pytest.mark.parametrize("pipeline", sorted(glob.glob(os.path.join(PIPELINES, "*.yaml"))))
+def test_every_shipped_pipeline_loads_and_validates(pipeline):
+    cfg = config_lib.load(pipeline)
+    if cfg.data.source != "synthetic":
+        cfg = config_lib.apply_overrides(cfg, ["data.root=/data"])
+    cfg.validate()
+    assert cfg.name == os.path.splitext(os.path.basename(pipeline))[0]

@@ -42,3 +42,31 @@ def test_watkins_decodes_at_every_rate(watkins):
     assert x.shape[1] == 22050 and len(x) >= len(one_per_rate)
     assert np.isfinite(x).all() and np.abs(x).max() <= 1.5
     assert (np.abs(x).max(axis=1) > 0).all()  # no window came out silent
+
+
+def _load_real(pipeline, name, *overrides):
+    from mammalnet import config as config_lib
+    from mammalnet.data.load import load_manifest
+    from mammalnet.data.problems import SkipLog
+
+    cfg = config_lib.apply_overrides(config_lib.load(pipeline), [f"data.root={realdata(name)}", *overrides])
+    skips = SkipLog()
+    return load_manifest(cfg.validate(), skips), skips
+
+
+def test_watkins_pipeline_skips_only_recordings_below_its_band():
+    manifest, skips = _load_real("pipelines/watkins.yaml", "watkins10")
+    assert len(manifest) == 1010 and len(skips) == 16
+    assert all("below 2 x frontend.high_hz" in s.reason and "Northern_Right_Whale" in s.path for s in skips)
+    assert manifest["audio_hash"].nunique() == 1010  # no duplicate audio in watkins10
+
+
+def test_srkw_call_types_load_with_their_junk_chunks():
+    manifest, skips = _load_real("pipelines/srkw.yaml", "srkw_calltypes")
+    assert len(skips) == 0 and len(manifest) == 128 and manifest["label"].nunique() == 31
+    assert set(manifest["sample_rate_hz"]) >= {22050, 44100}
+
+
+def test_watkins31_smoke_loads_one_clip_per_species():
+    manifest, skips = _load_real("pipelines/srkw.yaml", "watkins31_smoke", "split.method=stratified")
+    assert len(skips) == 0 and len(manifest) == 31 and manifest["label"].nunique() == 31
