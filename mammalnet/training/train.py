@@ -105,7 +105,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     finally:  # a strict failure still leaves the list of problems on disk
         skips.write_csv(os.path.join(run_dir, "skipped.csv"))
     if len(skips):
-        print(f"mammalnet: {skips.summary()}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
+        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
               "--strict makes these errors)", flush=True)
     manifest, protocol = split_manifest(manifest, config)
     protocol["skipped_files"] = len(skips)
