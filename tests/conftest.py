@@ -12,6 +12,18 @@ import soundfile as sf
 SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Audit facts and generated data of a test session stay out of the user's ~/.cache/mammalnet."""
+    previous = os.environ.get("MAMMALNET_CACHE")
+    os.environ["MAMMALNET_CACHE"] = str(tmp_path_factory.mktemp("mammalnet_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MAMMALNET_CACHE", None)
+    else:
+        os.environ["MAMMALNET_CACHE"] = previous
+
+
 def tone_clip(freq_hz: float, sample_rate_hz: int, duration_s: float, *, seed: int = 0, noise: float = 0.05):
     """A tone with a little noise: the simplest labelled 'call'."""
     rng = np.random.default_rng(seed)
