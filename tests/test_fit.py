@@ -197,3 +197,38 @@ def test_fit_on_raven_annotated_long_recordings(tmp_path):
     assert (manifest["end_s"] - manifest["start_s"]).round(3).eq(0.8).all()
     assert set(metrics["class_names"]) == {"background", "moan", "upcall"}
     assert metrics["accuracy"] > 0.5  # tones vs noise: six tiny epochs clearly beat chance (1/3)
+
+
+SMALL_FAMILY_PARAMS = {  # each family at toy width: the point is the path (fit -> report -> export), not accuracy
+    "attention_lstm": {"lstm_units": 8, "num_heads": 2, "key_dim": 4, "dense_units": 8, "head_units": 16},
+    "cnn": {"filters": [8, 16], "head_units": 16},
+    "cnn_small": {},
+    "dnn": {"units": [32], "head_units": 16},
+    "gru": {"units": [8], "bidirectional": False, "head_units": 16},
+    "inception_time": {"depth": 3, "filters": 8, "kernel_sizes": [3, 5], "bottleneck": 8, "head_units": 16},
+    "inception_time_residual": {"depth": 3, "filters": 8, "kernel_sizes": [3, 5], "bottleneck": 8,
+                                "head_units": 16},
+    "lstm": {"units": [8], "bidirectional": False, "head_units": 16},
+    "rnn": {"units": [8], "bidirectional": False, "head_units": 16},
+    "student": {"filters": [8, 16, 16], "head_units": 16},
+    "transformer": {"d_model": 16, "num_heads": 2, "ff_units": 32, "num_blocks": 1, "head_units": 16},
+}
+
+
+def test_every_family_is_listed_for_the_fit_check():
+    from mammalnet.models.registry import available
+
+    assert sorted(SMALL_FAMILY_PARAMS) == available()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(SMALL_FAMILY_PARAMS))
+def test_every_family_trains_through_fit_and_exports(family, tone_folder, tmp_path):
+    import yaml
+
+    params = yaml.safe_dump(SMALL_FAMILY_PARAMS[family], default_flow_style=True).strip()
+    cfg = tiny_config(tone_folder, f"model.name={family}", f"model.params={params}", "train.early_stopping_patience=10")
+    metrics = train(cfg, tmp_path, verbose=0)
+    assert metrics["parity"]["tflite_max_abs_diff"] <= 1e-4
+    assert not [op for op in metrics["parity"]["tflite_ops"] if op.startswith("Flex")]
+    assert (tmp_path / "saved_models" / "tiny" / "model.tflite").is_file()

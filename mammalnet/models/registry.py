@@ -7,7 +7,14 @@ from typing import Callable
 
 import keras
 
+from mammalnet.models.attention_lstm import build_attention_lstm
 from mammalnet.models.cnn import build_cnn
+from mammalnet.models.cnn_small import build_cnn_small
+from mammalnet.models.dnn import build_dnn
+from mammalnet.models.inception_time import build_inception_time, build_inception_time_residual
+from mammalnet.models.recurrent import build_gru, build_lstm, build_rnn
+from mammalnet.models.student import build_student
+from mammalnet.models.transformer import build_transformer
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
 
@@ -39,4 +46,10 @@ def build_model(name: str, input_shape, num_classes: int, **params) -> keras.Mod
     return builder(input_shape, num_classes, **params)
 
 
-register("cnn", build_cnn)
+for _name, _builder in {
+    "attention_lstm": build_attention_lstm, "cnn": build_cnn, "cnn_small": build_cnn_small, "dnn": build_dnn,
+    "gru": build_gru, "inception_time": build_inception_time,
+    "inception_time_residual": build_inception_time_residual, "lstm": build_lstm, "rnn": build_rnn,
+    "student": build_student, "transformer": build_transformer,
+}.items():
+    register(_name, _builder)
