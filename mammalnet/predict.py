@@ -73,12 +73,15 @@ def load_model_dir(model_dir):
     return model, audio
 
 
-def _predict_file(model, path, audio, hop_samples, block_windows):
-    """Mean window probabilities of one file, read block by block. Returns (probs [C], windows).
+def iter_window_blocks(path, audio: dict, hop_samples: int, block_windows: int = _BLOCK_WINDOWS):
+    """The windows of a file at the model rate, block by block, each block one read by offset.
 
-    The windows are those of resampling the whole file and framing it (frame_windows), block by
-    block: each block is one read by offset (mammalnet.data.pipeline.plan_read) of the samples its
-    windows cover. Only the last block is padded; `noise` padding takes its level from that block.
+    The windows are those of resampling the whole file and framing it (frame_windows) with
+    `hop_samples`; memory is bounded by `block_windows` whatever the file's length. Only the last
+    block is padded; `noise` padding takes its level from that block.
+
+    Yields:
+        (index of the block's first sample at the model rate, windows float32 [k, window_samples]).
     """
     from mammalnet.audio import dsp
     from mammalnet.data.pipeline import plan_read
@@ -89,7 +92,6 @@ def _predict_file(model, path, audio, hop_samples, block_windows):
     # With hop > window a block of windows spans mostly gaps; fewer windows keep it bounded.
     block = max(1, min(block_windows, block_windows * window // hop_samples))
     span = (block - 1) * hop_samples + window
-    prob_sum, count = 0.0, 0
     for first in range(0, total, block * hop_samples):
         stop = min(total, first + span)
         start, frames, skip = plan_read(first, stop, info.sample_rate_hz, target, info.frames)
@@ -97,8 +99,14 @@ def _predict_file(model, path, audio, hop_samples, block_windows):
                                     duration_s=frames / info.sample_rate_hz)
         if rate != target:
             waveform = dsp.resample(waveform, rate, target)
-        windows = dsp.frame_windows(waveform[skip:skip + stop - first], window, hop_samples,
-                                    pad_mode=audio["pad_mode"], seed=(0, total))
+        yield first, np.asarray(dsp.frame_windows(waveform[skip:skip + stop - first], window, hop_samples,
+                                                  pad_mode=audio["pad_mode"], seed=(0, total)))
+
+
+def _predict_file(model, path, audio, hop_samples, block_windows):
+    """Mean window probabilities of one file, read block by block. Returns (probs [C], windows)."""
+    prob_sum, count = 0.0, 0
+    for _, windows in iter_window_blocks(path, audio, hop_samples, block_windows):
         probs = np.asarray(model(windows, training=False), np.float64)
         prob_sum, count = prob_sum + probs.sum(axis=0), count + len(probs)
     return prob_sum / count, count
@@ -184,7 +192,7 @@ def _positive_float(text):
     return value
 
 
-def _positive_int(text):
+def positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1. Received: {text}")
@@ -199,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model_dir", metavar="MODEL_DIR",
                         help="export folder holding model.keras and audio.json")
     parser.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files (any rate)")
-    parser.add_argument("--top-k", type=_positive_int, default=3,
+    parser.add_argument("--top-k", type=positive_int, default=3,
                         help="species to report per file (default: 3)")
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="output format on stdout (default: table)")
