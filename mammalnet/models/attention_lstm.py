@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
 from mammalnet.models.heads import apply_head
 from mammalnet.models.sequence import apply_frames_to_sequence
 
@@ -92,17 +93,13 @@ def build_attention_lstm(
     Raises:
         ValueError: an argument out of range, naming it and the value received.
     """
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"build_attention_lstm needs (frames, bins, channels). Received: input_shape={input_shape}")
+    input_shape = check_feature_shape("build_attention_lstm", input_shape)
     if unroll and input_shape[0] is None:
         raise ValueError(f"unroll=True needs a static number of frames. Received: input_shape={input_shape}")
     for arg, value in (("lstm_units", lstm_units), ("num_heads", num_heads), ("key_dim", key_dim),
                        ("dense_units", dense_units), ("head_units", head_units)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        check_positive_int(arg, value)
+    check_dropout(dropout)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}")
 

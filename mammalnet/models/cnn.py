@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_feature_shape
 from mammalnet.models.heads import apply_head
 
 
@@ -42,8 +43,7 @@ def build_cnn(
     Returns:
         keras.Model: features [batch, *input_shape] -> probabilities [batch, num_classes].
     """
-    if len(input_shape) != 3:
-        raise ValueError(f"build_cnn needs (frames, bins, channels). Received: input_shape={input_shape}")
+    check_feature_shape("build_cnn", input_shape)
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = inputs
     for i, width in enumerate(filters):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
 from mammalnet.models.heads import apply_head
 
 
@@ -46,13 +47,9 @@ def build_cnn_small(
         ValueError: input_shape not of rank 3, empty or non-positive filters, dropout outside
             [0, 1), or fewer than 2 classes.
     """
-    if len(input_shape) != 3:
-        raise ValueError(f"build_cnn_small needs (frames, bins, channels). Received: input_shape={input_shape}")
-    filters = tuple(filters)
-    if not filters or any(int(f) < 1 for f in filters):
-        raise ValueError(f"filters must be one or more positive channel counts. Received: filters={filters}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    input_shape = check_feature_shape("build_cnn_small", input_shape)
+    filters = check_positive_ints("filters", filters)
+    check_dropout(dropout)
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = inputs
     for i, width in enumerate(filters):

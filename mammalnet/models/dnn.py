@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
 from mammalnet.models.heads import apply_head
 
 
@@ -45,13 +46,9 @@ def build_dnn(
         ValueError: input_shape not of rank 3, empty or non-positive units, dropout outside [0, 1),
             or fewer than 2 classes.
     """
-    if len(input_shape) != 3:
-        raise ValueError(f"build_dnn needs (frames, bins, channels). Received: input_shape={input_shape}")
-    units = tuple(units)
-    if not units or any(int(u) < 1 for u in units):
-        raise ValueError(f"units must be one or more positive widths. Received: units={units}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    input_shape = check_feature_shape("build_dnn", input_shape)
+    units = check_positive_ints("units", units)
+    check_dropout(dropout)
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Flatten(name="flatten")(inputs)
     for i, width in enumerate(units):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int, check_positive_ints
 from mammalnet.models.heads import apply_head
 from mammalnet.models.sequence import apply_frames_to_sequence
 
@@ -74,20 +75,13 @@ def apply_shortcut(x, shortcut, *, bn_momentum: float, name: str):
 def _build(input_shape, num_classes, *, residual, depth, filters, kernel_sizes, bottleneck, dropout,
            head_units, bn_momentum, name) -> keras.Model:
     builder = f"build_{name}"
-    if len(tuple(input_shape)) != 3:
-        raise ValueError(f"{builder} needs (frames, bins, channels). Received: input_shape={input_shape}")
-    _check_int("depth", depth)
-    _check_int("filters", filters)
-    _check_int("head_units", head_units)
-    if (not isinstance(kernel_sizes, (list, tuple)) or not kernel_sizes
-            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in kernel_sizes)):
-        raise ValueError(f"kernel_sizes must be a non-empty sequence of positive ints. "
-                         f"Received: kernel_sizes={kernel_sizes!r}")
-    kernel_sizes = tuple(kernel_sizes)
+    check_feature_shape(builder, input_shape)
+    for arg, value in (("depth", depth), ("filters", filters), ("head_units", head_units)):
+        check_positive_int(arg, value)
+    kernel_sizes = check_positive_ints("kernel_sizes", kernel_sizes)
     if bottleneck is not None and (isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 0):
         raise ValueError(f"bottleneck must be None or an int >= 0. Received: bottleneck={bottleneck!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    check_dropout(dropout)
 
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = apply_frames_to_sequence(inputs, name="to_sequence")
@@ -163,11 +157,6 @@ def build_inception_time_residual(
     return _build(input_shape, num_classes, residual=True, depth=depth, filters=filters,
                   kernel_sizes=kernel_sizes, bottleneck=bottleneck, dropout=dropout, head_units=head_units,
                   bn_momentum=bn_momentum, name=name)
-
-
-def _check_int(arg: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
 
 
 __all__ = ["apply_inception_module", "apply_shortcut", "build_inception_time", "build_inception_time_residual"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
 from mammalnet.models.heads import apply_head
 from mammalnet.models.sequence import apply_frames_to_sequence
 
@@ -46,13 +47,9 @@ def apply_recurrent_stack(x, cell: str, *, units=(64, 64), bidirectional: bool =
 def _build_recurrent(cell: str, input_shape, num_classes: int, *, units, bidirectional: bool, dropout: float,
                      head_units: int, unroll: bool, name: str) -> keras.Model:
     builder = f"build_{cell}"
-    if len(input_shape) != 3 or any(d is None for d in input_shape):
-        raise ValueError(f"{builder} needs a static (frames, bins, channels). Received: input_shape={input_shape}")
-    units = tuple(units) if isinstance(units, (list, tuple)) else (units,)
-    if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
-        raise ValueError(f"{builder} needs units as positive integers, one per layer. Received: units={units}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{builder} needs 0 <= dropout < 1. Received: dropout={dropout}")
+    check_feature_shape(builder, input_shape, static=True)
+    units = check_positive_ints("units", tuple(units) if isinstance(units, (list, tuple)) else (units,))
+    check_dropout(dropout)
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = apply_frames_to_sequence(inputs, name="frames_to_sequence")
     x = apply_recurrent_stack(x, cell, units=units, bidirectional=bidirectional, dropout=dropout, unroll=unroll,

@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from mammalnet.layers.attention import ChannelPool
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_num_classes, check_positive_ints
 from mammalnet.models.cnn import apply_conv_block
 
 
@@ -60,8 +61,7 @@ def apply_layernorm_head(x, num_classes: int, *, units: int = 64, dropout: float
     LayerNorm rather than the shared head's plain Dense: it behaves the same at batch size 1 on a
     buoy and under distillation's soft targets.
     """
-    if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}")
+    check_num_classes(num_classes)
     x = layers.Dense(units, name=f"{name}_dense")(x)
     x = layers.LayerNormalization(name=f"{name}_layernorm")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
@@ -110,21 +110,16 @@ def build_student(
             spatial_kernel not a positive odd number, dropout outside [0, 1), side_features < 0,
             or fewer than 2 classes.
     """
-    if len(input_shape) != 3:
-        raise ValueError(f"build_student needs (frames, bins, channels). Received: input_shape={input_shape}")
-    filters = tuple(filters)
-    if not filters or any(int(f) < 1 for f in filters):
-        raise ValueError(f"filters must be one or more positive channel counts. Received: filters={filters}")
+    input_shape = check_feature_shape("build_student", input_shape)
+    filters = check_positive_ints("filters", filters)
     if int(cbam_ratio) < 1:
         raise ValueError(f"cbam_ratio must be >= 1. Received: cbam_ratio={cbam_ratio}")
     if int(spatial_kernel) < 1 or int(spatial_kernel) % 2 == 0:
         raise ValueError(f"spatial_kernel must be a positive odd number. Received: spatial_kernel={spatial_kernel}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    check_dropout(dropout)
     if int(side_features) < 0:
         raise ValueError(f"side_features must be >= 0. Received: side_features={side_features}")
-    if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}")
+    check_num_classes(num_classes)
 
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = inputs

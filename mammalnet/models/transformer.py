@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from mammalnet.layers.attention import SinusoidalPositionalEncoding
+from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
 from mammalnet.models.heads import apply_head
 from mammalnet.models.sequence import apply_frames_to_sequence
 
@@ -70,18 +71,14 @@ def build_transformer(
         ValueError: input_shape not a static rank-3 shape, non-positive sizes, d_model not divisible
             by num_heads, dropout outside [0, 1), or num_classes < 2.
     """
-    if len(input_shape) != 3 or any(d is None for d in input_shape):
-        raise ValueError(
-            f"build_transformer needs a static (frames, bins, channels). Received: input_shape={input_shape}")
+    check_feature_shape("build_transformer", input_shape, static=True)
     for arg, value in (("d_model", d_model), ("num_heads", num_heads), ("ff_units", ff_units),
                        ("num_blocks", num_blocks), ("head_units", head_units)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"build_transformer needs a positive integer {arg}. Received: {arg}={value!r}")
+        check_positive_int(arg, value)
     if d_model % num_heads:
         raise ValueError(f"d_model must be divisible by num_heads. "
                          f"Received: d_model={d_model}, num_heads={num_heads}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"build_transformer needs 0 <= dropout < 1. Received: dropout={dropout}")
+    check_dropout(dropout)
     frames, bins, channels = (int(d) for d in input_shape)
     inputs = keras.Input(shape=(frames, bins, channels), name="features")
     x = apply_frames_to_sequence(inputs, name="frames_to_sequence")
