@@ -22,7 +22,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 POOLINGS = ("avg", "avg_max")
@@ -67,6 +67,7 @@ def build_attention_lstm(
     head_units: int = 128,
     pooling: str = "avg",
     unroll: bool = True,
+    side_features: int = 0,
     name: str = "attention_lstm",
 ) -> keras.Model:
     """Builds the attention-LSTM classifier.
@@ -85,6 +86,9 @@ def build_attention_lstm(
         pooling: "avg" (global average over time) or "avg_max" (average and max, concatenated).
         unroll: unroll the LSTM over the frames; needed for a builtins-only TFLite export (see the
             module docstring).
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -110,8 +114,9 @@ def build_attention_lstm(
     pooled = layers.GlobalAveragePooling1D(name="gap")(x)
     if pooling == "avg_max":
         pooled = layers.Concatenate(name="pool_concat")([pooled, layers.GlobalMaxPooling1D(name="gmp")(x)])
+    pooled, side_inputs = apply_side_fusion(pooled, side_features)
     outputs = apply_head(pooled, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 __all__ = ["apply_attention_lstm_block", "build_attention_lstm"]

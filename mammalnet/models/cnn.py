@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_feature_shape
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 
 
 def apply_conv_block(x, filters: int, *, pool: bool = True, bn_momentum: float = 0.9, name: str):
@@ -27,6 +27,7 @@ def build_cnn(
     head_units: int = 256,
     dropout: float = 0.3,
     bn_momentum: float = 0.9,
+    side_features: int = 0,
     name: str = "cnn",
 ) -> keras.Model:
     """Builds the acoustic CNN.
@@ -39,6 +40,9 @@ def build_cnn(
         dropout: dropout rate in the head.
         bn_momentum: batch-norm moving-average momentum; 0.9 (not Keras' 0.99) so the inference
             statistics settle within the few hundred steps a small bioacoustic dataset gives.
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
 
     Returns:
         keras.Model: features [batch, *input_shape] -> probabilities [batch, num_classes].
@@ -50,5 +54,6 @@ def build_cnn(
         x = apply_conv_block(x, int(width), pool=i < len(filters) - 1, bn_momentum=bn_momentum,
                              name=f"block{i + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)

@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 
 
 def apply_small_conv_block(x, filters: int, *, name: str):
@@ -22,6 +22,7 @@ def build_cnn_small(
     filters=(4, 16, 32),
     head_units: int = 64,
     dropout: float = 0.3,
+    side_features: int = 0,
     name: str = "cnn_small",
 ) -> keras.Model:
     """Builds the compact CNN (no batch norm, flattened features into the dense layer).
@@ -38,6 +39,9 @@ def build_cnn_small(
         filters: channels of the conv blocks, each followed by a 2x2 max-pool.
         head_units: width of the shared head's hidden layer (the literature's dense 64).
         dropout: dropout rate in the head, in [0, 1).
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -56,8 +60,9 @@ def build_cnn_small(
         x = apply_small_conv_block(x, int(width), name=f"block{i + 1}")
     x = layers.MaxPooling2D(2, padding="same", name="final_pool")(x)
     x = layers.Flatten(name="flatten")(x)
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 __all__ = ["apply_small_conv_block", "build_cnn_small"]

@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 
 
 def apply_dense_block(x, units: int, *, dropout: float = 0.3, name: str):
@@ -24,6 +24,7 @@ def build_dnn(
     units=(512, 256),
     dropout: float = 0.3,
     head_units: int = 128,
+    side_features: int = 0,
     name: str = "dnn",
 ) -> keras.Model:
     """Builds the MLP baseline over the flattened feature image.
@@ -37,6 +38,9 @@ def build_dnn(
         units: widths of the hidden Dense blocks, in order; at least one.
         dropout: dropout rate after every hidden block and in the head, in [0, 1).
         head_units: width of the shared head's hidden layer.
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -53,8 +57,9 @@ def build_dnn(
     x = layers.Flatten(name="flatten")(inputs)
     for i, width in enumerate(units):
         x = apply_dense_block(x, int(width), dropout=dropout, name=f"block{i + 1}")
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 __all__ = ["apply_dense_block", "build_dnn"]

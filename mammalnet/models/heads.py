@@ -1,10 +1,37 @@
-"""The one classification head every backbone shares."""
+"""The one classification head every backbone shares, and the side-feature fusion before it."""
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from mammalnet.models.checks import check_num_classes
+
+
+def apply_side_fusion(x, side_features: int, *, name: str = "side"):
+    """Concatenates clip-level side features (e.g. the 18 handcrafted ones) with pooled features.
+
+    The side vector is batch-normalised first: handcrafted features come in kHz, dB and ratios, and
+    their scales would otherwise swamp or vanish beside the learned ones.
+
+    Args:
+        x: pooled learned features [batch, d].
+        side_features: length of the side vector; 0 adds nothing.
+        name: prefix of the new input (`side_features`) and layers.
+
+    Returns:
+        (fused [batch, d + side_features], extra model inputs: [] or [side_features Input]).
+
+    Raises:
+        ValueError: side_features negative or not an int.
+    """
+    if isinstance(side_features, bool) or not isinstance(side_features, int) or side_features < 0:
+        raise ValueError(f"side_features must be an int >= 0. Received: side_features={side_features!r}")
+    if not side_features:
+        return x, []
+    side = keras.Input(shape=(side_features,), name="side_features")
+    normed = layers.BatchNormalization(name=f"{name}_norm")(side)
+    return layers.Concatenate(name=f"{name}_fuse")([x, normed]), [side]
 
 
 def apply_head(x, num_classes: int, *, units: int = 256, dropout: float = 0.3, name: str = "head"):
@@ -18,4 +45,4 @@ def apply_head(x, num_classes: int, *, units: int = 256, dropout: float = 0.3, n
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name=f"{name}_probabilities")(x)
 
 
-__all__ = ["apply_head"]
+__all__ = ["apply_head", "apply_side_fusion"]

@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int, check_positive_ints
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 # The paper adds a shortcut around every third module.
@@ -73,7 +73,7 @@ def apply_shortcut(x, shortcut, *, bn_momentum: float, name: str):
 
 
 def _build(input_shape, num_classes, *, residual, depth, filters, kernel_sizes, bottleneck, dropout,
-           head_units, bn_momentum, name) -> keras.Model:
+           head_units, bn_momentum, side_features, name) -> keras.Model:
     builder = f"build_{name}"
     check_feature_shape(builder, input_shape)
     for arg, value in (("depth", depth), ("filters", filters), ("head_units", head_units)):
@@ -93,8 +93,9 @@ def _build(input_shape, num_classes, *, residual, depth, filters, kernel_sizes, 
             x = apply_shortcut(x, shortcut, bn_momentum=bn_momentum, name=f"shortcut{i // RESIDUAL_EVERY + 1}")
             shortcut = x
     x = layers.GlobalAveragePooling1D(name="gap")(x)
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 def build_inception_time(
@@ -108,6 +109,7 @@ def build_inception_time(
     dropout: float = 0.2,
     head_units: int = 128,
     bn_momentum: float = 0.9,
+    side_features: int = 0,
     name: str = "inception_time",
 ) -> keras.Model:
     """Builds InceptionTime without shortcuts: `depth` stacked inception modules.
@@ -124,6 +126,9 @@ def build_inception_time(
         dropout: dropout after each module and in the head.
         head_units: width of the shared head's hidden layer.
         bn_momentum: batch-norm momentum; 0.9 for the short schedules of small datasets (as in cnn).
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -134,7 +139,7 @@ def build_inception_time(
     """
     return _build(input_shape, num_classes, residual=False, depth=depth, filters=filters,
                   kernel_sizes=kernel_sizes, bottleneck=bottleneck, dropout=dropout, head_units=head_units,
-                  bn_momentum=bn_momentum, name=name)
+                  bn_momentum=bn_momentum, side_features=side_features, name=name)
 
 
 def build_inception_time_residual(
@@ -148,6 +153,7 @@ def build_inception_time_residual(
     dropout: float = 0.2,
     head_units: int = 128,
     bn_momentum: float = 0.9,
+    side_features: int = 0,
     name: str = "inception_time_residual",
 ) -> keras.Model:
     """Builds InceptionTime with the paper's shortcuts: after every 3rd module,
@@ -156,7 +162,7 @@ def build_inception_time_residual(
     """
     return _build(input_shape, num_classes, residual=True, depth=depth, filters=filters,
                   kernel_sizes=kernel_sizes, bottleneck=bottleneck, dropout=dropout, head_units=head_units,
-                  bn_momentum=bn_momentum, name=name)
+                  bn_momentum=bn_momentum, side_features=side_features, name=name)
 
 
 __all__ = ["apply_inception_module", "apply_shortcut", "build_inception_time", "build_inception_time_residual"]

@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 _CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -45,7 +45,7 @@ def apply_recurrent_stack(x, cell: str, *, units=(64, 64), bidirectional: bool =
 
 
 def _build_recurrent(cell: str, input_shape, num_classes: int, *, units, bidirectional: bool, dropout: float,
-                     head_units: int, unroll: bool, name: str) -> keras.Model:
+                     head_units: int, unroll: bool, side_features: int, name: str) -> keras.Model:
     builder = f"build_{cell}"
     check_feature_shape(builder, input_shape, static=True)
     units = check_positive_ints("units", tuple(units) if isinstance(units, (list, tuple)) else (units,))
@@ -54,8 +54,9 @@ def _build_recurrent(cell: str, input_shape, num_classes: int, *, units, bidirec
     x = apply_frames_to_sequence(inputs, name="frames_to_sequence")
     x = apply_recurrent_stack(x, cell, units=units, bidirectional=bidirectional, dropout=dropout, unroll=unroll,
                               name="recurrent")
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 _ARGS_DOC = """
@@ -70,6 +71,9 @@ _ARGS_DOC = """
         head_units: width of the shared head's hidden layer.
         unroll: write the time loop out (default) so TFLite export needs builtins only; see the
             module docstring for the cost.
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -82,21 +86,25 @@ _ARGS_DOC = """
 
 
 def build_rnn(input_shape, num_classes: int, *, units=(64, 64), bidirectional: bool = True, dropout: float = 0.2,
-              head_units: int = 128, unroll: bool = True, name: str = "rnn") -> keras.Model:
+              head_units: int = 128, unroll: bool = True, side_features: int = 0, name: str = "rnn") -> keras.Model:
     return _build_recurrent("rnn", input_shape, num_classes, units=units, bidirectional=bidirectional,
-                            dropout=dropout, head_units=head_units, unroll=unroll, name=name)
+                            dropout=dropout, head_units=head_units, unroll=unroll,
+                            side_features=side_features, name=name)
 
 
 def build_lstm(input_shape, num_classes: int, *, units=(64, 64), bidirectional: bool = True, dropout: float = 0.2,
-               head_units: int = 128, unroll: bool = True, name: str = "lstm") -> keras.Model:
+               head_units: int = 128, unroll: bool = True, side_features: int = 0,
+               name: str = "lstm") -> keras.Model:
     return _build_recurrent("lstm", input_shape, num_classes, units=units, bidirectional=bidirectional,
-                            dropout=dropout, head_units=head_units, unroll=unroll, name=name)
+                            dropout=dropout, head_units=head_units, unroll=unroll,
+                            side_features=side_features, name=name)
 
 
 def build_gru(input_shape, num_classes: int, *, units=(64, 64), bidirectional: bool = True, dropout: float = 0.2,
-              head_units: int = 128, unroll: bool = True, name: str = "gru") -> keras.Model:
+              head_units: int = 128, unroll: bool = True, side_features: int = 0, name: str = "gru") -> keras.Model:
     return _build_recurrent("gru", input_shape, num_classes, units=units, bidirectional=bidirectional,
-                            dropout=dropout, head_units=head_units, unroll=unroll, name=name)
+                            dropout=dropout, head_units=head_units, unroll=unroll,
+                            side_features=side_features, name=name)
 
 
 build_rnn.__doc__ = "Builds stacked SimpleRNN layers over log-mel frames -> shared head.\n" + _ARGS_DOC

@@ -12,6 +12,7 @@ from keras import layers
 from mammalnet.layers.attention import ChannelPool
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_num_classes, check_positive_ints
 from mammalnet.models.cnn import apply_conv_block
+from mammalnet.models.heads import apply_side_fusion
 
 
 def apply_channel_attention(x, *, ratio: int = 8, name: str):
@@ -86,9 +87,6 @@ def build_student(
     Parameters with the defaults and 3 classes: 29,882 on any (frames, bins, 1) image, e.g.
     (32, 24, 1) or (94, 60, 1) (global pooling makes the count independent of the image size).
 
-    The classifier frontend path (`build_classifier`) builds it with `side_features=0`: one
-    input. Fusing the 18 handcrafted features through `side_features` is later work.
-
     Args:
         input_shape: feature image shape (frames, bins, channels), e.g. log-mel (94, 64, 1).
         num_classes: number of output classes.
@@ -98,7 +96,8 @@ def build_student(
         head_units: width of the LayerNorm head's hidden layer.
         dropout: dropout rate in the head, in [0, 1).
         side_features: when > 0, a second input `side_features` [batch, side_features] is
-            concatenated with the pooled features before the head.
+            batch-normalised and concatenated with the pooled features before the head
+            (`apply_side_fusion`; the classifier passes 18 with `frontend.side_features: handcrafted`).
         name: model name.
 
     Returns:
@@ -117,8 +116,6 @@ def build_student(
     if int(spatial_kernel) < 1 or int(spatial_kernel) % 2 == 0:
         raise ValueError(f"spatial_kernel must be a positive odd number. Received: spatial_kernel={spatial_kernel}")
     check_dropout(dropout)
-    if int(side_features) < 0:
-        raise ValueError(f"side_features must be >= 0. Received: side_features={side_features}")
     check_num_classes(num_classes)
 
     inputs = keras.Input(shape=tuple(input_shape), name="features")
@@ -127,13 +124,9 @@ def build_student(
         x = apply_student_block(x, int(width), ratio=int(cbam_ratio), spatial_kernel=int(spatial_kernel),
                                 pool=i < len(filters) - 1, name=f"block{i + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    model_inputs = inputs
-    if side_features:
-        side = keras.Input(shape=(int(side_features),), name="side_features")
-        x = layers.Concatenate(name="fuse_side_features")([x, side])
-        model_inputs = [inputs, side]
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_layernorm_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(model_inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 __all__ = [

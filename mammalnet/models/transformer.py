@@ -16,7 +16,7 @@ from keras import layers
 
 from mammalnet.layers.attention import SinusoidalPositionalEncoding
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
-from mammalnet.models.heads import apply_head
+from mammalnet.models.heads import apply_head, apply_side_fusion
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 
@@ -48,6 +48,7 @@ def build_transformer(
     num_blocks: int = 2,
     dropout: float = 0.1,
     head_units: int = 128,
+    side_features: int = 0,
     name: str = "transformer",
 ) -> keras.Model:
     """Builds the Transformer encoder classifier.
@@ -62,6 +63,9 @@ def build_transformer(
         num_blocks: number of encoder blocks (>= 1).
         dropout: attention, residual-branch and head dropout (training only).
         head_units: width of the shared head's hidden layer.
+        side_features: length of a clip-level side vector (e.g. the 18 handcrafted features) fused
+            before the head (`apply_side_fusion`); 0 = none. With > 0 the model's inputs are
+            [features, side_features].
         name: model name.
 
     Returns:
@@ -89,8 +93,9 @@ def build_transformer(
         x = apply_encoder_block(x, num_heads=num_heads, ff_units=ff_units, dropout=dropout, name=f"block{i + 1}")
     x = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
     x = layers.GlobalAveragePooling1D(name="time_pool")(x)
+    x, side_inputs = apply_side_fusion(x, side_features)
     outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
 __all__ = ["apply_encoder_block", "build_transformer"]

@@ -39,7 +39,7 @@ def test_student_side_features_fuse_after_pooling():
     assert [tuple(t.shape) for t in model.inputs] == [(None, 16, 8, 1), (None, 18)]
     out = model([np.zeros((2, 16, 8, 1), np.float32), np.ones((2, 18), np.float32)], training=False)
     assert out.shape == (2, 3)
-    assert model.get_layer("fuse_side_features").output.shape == (None, 16 + 18)
+    assert model.get_layer("side_fuse").output.shape == (None, 16 + 18)
     assert len(build_student((16, 8, 1), 3).inputs) == 1
 
 
