@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 
 
 SOURCES = ("synthetic", "folder", "csv", "split_folders", "kaggle", "raven")
+FEATURES = ("logmel", "mfcc", "pcen", "complexity", "waveform")
 
 
 @dataclasses.dataclass
@@ -131,6 +132,14 @@ class FrontendConfig:
     hop_length: int = 512
     n_mels: int = 64
     top_db: float | None = 80.0
+    # What the backbone reads (FEATURES); None = the family's own input: log-mel for the image and
+    # sequence families, the band-passed waveform for waveform families (raw_cnn, hub).
+    features: str | None = None
+    n_mfcc: int = 60
+    pcen_time_constant_s: float = 0.4
+    # "handcrafted": 18 clip features (centroid, RMS, ZCR, roll-off, band-energy ratio, 13 MFCC
+    # means) computed in-graph and fused before the head; "none": the backbone alone.
+    side_features: str = "none"
 
 
 @dataclasses.dataclass
@@ -161,6 +170,11 @@ class TrainConfig:
     class_weight: str = "none"
     shuffle_buffer: int = 2048
     seed: int = 0
+    # Fine-tuning schedule for families with a `pretrained_backbone` (xception): the backbone is
+    # frozen for the first `frozen_epochs` (0: trained from the start), then unfrozen (BatchNorm
+    # kept in inference mode) at `learning_rate * unfreeze_lr_factor`.
+    frozen_epochs: int = 0
+    unfreeze_lr_factor: float = 0.1
 
 
 @dataclasses.dataclass
@@ -195,6 +209,8 @@ class PipelineConfig:
             "audio.pad_mode": (self.audio.pad_mode, ("zero", "noise", "repeat")),
             "train.class_weight": (self.train.class_weight, ("none", "balanced")),
             "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
+            "frontend.features": (self.frontend.features, (None, *FEATURES)),
+            "frontend.side_features": (self.frontend.side_features, ("none", "handcrafted")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -233,6 +249,14 @@ class PipelineConfig:
             "train.epochs": self.train.epochs, "train.batch_size": self.train.batch_size,
             "train.learning_rate": self.train.learning_rate,
         }
+        if self.frontend.features == "mfcc" and not 1 <= self.frontend.n_mfcc <= self.frontend.n_mels:
+            raise ConfigError(f"frontend.n_mfcc must be in [1, frontend.n_mels={self.frontend.n_mels}]. "
+                              f"Received: frontend.n_mfcc={self.frontend.n_mfcc}")
+        if not 0 <= self.train.frozen_epochs < max(self.train.epochs, 1):
+            raise ConfigError(f"train.frozen_epochs must be in [0, train.epochs={self.train.epochs}). "
+                              f"Received: train.frozen_epochs={self.train.frozen_epochs}")
+        positive["frontend.pcen_time_constant_s"] = self.frontend.pcen_time_constant_s
+        positive["train.unfreeze_lr_factor"] = self.train.unfreeze_lr_factor
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key} must be positive. Received: {key}={value}")

@@ -17,17 +17,41 @@ from mammalnet.models.student import build_student
 from mammalnet.models.transformer import build_transformer
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+_INPUT_KINDS: dict[str, str] = {}
+# What a family reads: a feature image (frames, bins, channels) from the spectral frontend, or the
+# band-passed waveform (samples,) itself.
+INPUT_KINDS = ("features", "waveform")
 
 
-def register(name: str, builder: Callable[..., keras.Model]) -> None:
+def register(name: str, builder: Callable[..., keras.Model], *, input_kind: str = "features") -> None:
     """Registers a builder `build_<name>(input_shape, num_classes, **kwargs)` under `name`."""
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {INPUT_KINDS}. Received: input_kind={input_kind!r}")
     if name in _BUILDERS and _BUILDERS[name] is not builder:
         raise ValueError(f"model name already registered. Received: name={name!r}")
     _BUILDERS[name] = builder
+    _INPUT_KINDS[name] = input_kind
 
 
 def available() -> list[str]:
     return sorted(_BUILDERS)
+
+
+def input_kind(name: str) -> str:
+    """"features" or "waveform": what the family named `name` reads."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model. Received: name={name!r}; available: {available()}")
+    return _INPUT_KINDS[name]
+
+
+def accepts(name: str, param: str) -> bool:
+    """Whether family `name` takes keyword argument `param` (e.g. side_features)."""
+    return param in _keyword_params(name)
+
+
+def _keyword_params(name: str) -> list[str]:
+    builder = _BUILDERS[name]
+    return [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
 
 
 def build_model(name: str, input_shape, num_classes: int, **params) -> keras.Model:
@@ -38,12 +62,11 @@ def build_model(name: str, input_shape, num_classes: int, **params) -> keras.Mod
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model. Received: name={name!r}; available: {available()}")
-    builder = _BUILDERS[name]
-    accepted = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    accepted = _keyword_params(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"model {name!r} takes no parameter(s) {unknown}; it takes {accepted}")
-    return builder(input_shape, num_classes, **params)
+    return _BUILDERS[name](input_shape, num_classes, **params)
 
 
 for _name, _builder in {

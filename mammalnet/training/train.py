@@ -28,6 +28,9 @@ from mammalnet.models.classifier import build_classifier
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
 from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
 
+# The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
+PRETRAINED_BACKBONE = "pretrained_backbone"
+
 
 def _generation_progress():
     """A progress callback for the first-use synthetic ocean generation (a Keras progress bar)."""
@@ -139,29 +142,26 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
           f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz", flush=True)
 
     model = build_classifier(config, len(names))
-    model.compile(optimizer=keras.optimizers.Adam(_learning_rate(config.train, steps_per_epoch)),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     log_dir = os.path.join(run_dir, "logs")
-    frontend = model.get_layer("frontend")
     examples = _one_per_class(y_val, len(names))
+    image_model = _image_frontend(model.get_layer("frontend"))
     all_callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "checkpoints", "backup")),
         keras.callbacks.TensorBoard(log_dir=log_dir),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"),
                                         monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience,
                                       restore_best_weights=True),
         ConfusionMatrixCallback(log_dir, x_val, y_val, names),
-        SpectrogramCallback(log_dir, x_val[examples], [names[y_val[i]] for i in examples], frontend),
+        *([SpectrogramCallback(log_dir, x_val[examples], [names[y_val[i]] for i in examples], image_model)]
+          if image_model is not None else []),
         *(callbacks or []),
     ]
     class_weight = (_class_weights(train_labels, len(names)) if config.train.class_weight == "balanced" else None)
     t_fit = time.perf_counter()
-    history = model.fit(train_ds, validation_data=(x_val, y_val), epochs=config.train.epochs,
-                        class_weight=class_weight, callbacks=all_callbacks, verbose=verbose,
-                        shuffle=False)  # the dataset shuffles itself
+    history = _fit(model, config.train, train_ds, (x_val, y_val), steps_per_epoch, all_callbacks, class_weight,
+                   os.path.join(run_dir, "checkpoints"), verbose)
     timings["fit_s"] = time.perf_counter() - t_fit
-    timings["epochs_run"] = len(history.history.get("loss", []))
+    timings["epochs_run"] = len(history.get("loss", []))
 
     t_eval = time.perf_counter()
     results = {"val": evaluate_clips(model, x_val, val_clips, parts["val"], names, config.train.batch_size)}
@@ -174,7 +174,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
     extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)}
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
-                           clip_paths=paths, split_protocol=protocol, history=history.history, extra=extra)
+                           clip_paths=paths, split_protocol=protocol, history=history, extra=extra)
     # what recording metadata alone scores on the same split: the bar the model has to clear
     metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed)
     timings["evaluate_s"] = time.perf_counter() - t_eval
@@ -206,12 +206,77 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     return metrics
 
 
-def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int):
-    """Constant, or cosine decay to 5% over the whole run (steadier validation in a fixed budget)."""
+def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int, *, epochs: int | None = None,
+                   scale: float = 1.0):
+    """Constant, or cosine decay to 5% over `epochs` (default: the whole run; steadier validation in a
+    fixed budget), starting at `learning_rate * scale`."""
+    initial = train_config.learning_rate * scale
     if train_config.lr_schedule == "constant":
-        return train_config.learning_rate
-    return keras.optimizers.schedules.CosineDecay(train_config.learning_rate,
-                                                  decay_steps=steps_per_epoch * train_config.epochs, alpha=0.05)
+        return initial
+    epochs = train_config.epochs if epochs is None else epochs
+    return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs, alpha=0.05)
+
+
+def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:
+    """The nested model named `pretrained_backbone` (xception's ImageNet network), at any depth."""
+    for layer in model.layers:
+        if layer.name == PRETRAINED_BACKBONE:
+            return layer
+        if isinstance(layer, keras.Model):
+            found = find_pretrained_backbone(layer)
+            if found is not None:
+                return found
+    return None
+
+
+def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, steps_per_epoch, callbacks,
+         class_weight, checkpoint_dir, verbose) -> dict:
+    """model.fit, in two phases when train.frozen_epochs > 0: the pretrained backbone frozen, then
+    unfrozen (its BatchNorm layers kept in inference mode, as fine-tuning guides advise for small
+    datasets) at learning_rate * unfreeze_lr_factor. Early stopping in the frozen phase still moves
+    on to the unfrozen one. Each phase has its own BackupAndRestore folder, so a run killed in the
+    second phase repeats the first (from scratch) and then resumes the second where it stopped.
+
+    Returns:
+        the merged history dict (metric -> per-epoch list).
+
+    Raises:
+        ValueError: train.frozen_epochs > 0 for a model without a `pretrained_backbone`.
+    """
+    frozen = train_config.frozen_epochs
+    backbone = find_pretrained_backbone(model)
+    if frozen and backbone is None:
+        raise ValueError(f"train.frozen_epochs needs a family with a {PRETRAINED_BACKBONE!r} (xception). "
+                         f"Received: train.frozen_epochs={frozen}, model {model.name!r}")
+    phases = [(0, train_config.epochs, 1.0, "backup")]
+    if frozen:
+        phases = [(0, frozen, 1.0, "backup_frozen"),
+                  (frozen, train_config.epochs, train_config.unfreeze_lr_factor, "backup")]
+    history: dict = {}
+    for index, (start, end, scale, backup) in enumerate(phases):
+        if frozen:
+            backbone.trainable = index > 0
+            for layer in backbone.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(train_config, steps_per_epoch,
+                                                                     epochs=end - start, scale=scale)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        result = model.fit(train_ds, validation_data=validation, initial_epoch=start, epochs=end,
+                           class_weight=class_weight, verbose=verbose, shuffle=False,  # the dataset shuffles itself
+                           callbacks=[keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, backup)),
+                                      *callbacks])
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+    return history
+
+
+def _image_frontend(frontend: keras.Model) -> keras.Model | None:
+    """The frontend's feature image output (for TensorBoard spectrograms); None for waveform input."""
+    image = frontend.outputs[0]
+    if len(image.shape) != 4:
+        return None
+    return frontend if len(frontend.outputs) == 1 else keras.Model(frontend.inputs, image, name="frontend_image")
 
 
 def _one_per_class(labels: np.ndarray, num_classes: int, limit: int = 8) -> list[int]:
