@@ -79,7 +79,7 @@ def _is_power_of_two(n) -> bool:
 
 @keras.saving.register_keras_serializable(package="mammalnet")
 class LogMel(keras.layers.Layer):
-    """Log-mel spectrogram in dB as a channels-last image.
+    """Log-mel spectrogram in dB (or mel power) as a channels-last image.
 
     Built on `keras.layers.MelSpectrogram` (periodic Hann window of `n_fft`, centred frames with
     reflect padding, power spectrum, HTK mel scale with unit-peak triangles, i.e. librosa's
@@ -96,7 +96,10 @@ class LogMel(keras.layers.Layer):
         low_hz: lower edge of the lowest mel band.
         high_hz: upper edge of the highest mel band; None means Nyquist.
         top_db: dynamic range kept below each example's maximum; None keeps everything down to
-            -100 dB.
+            -100 dB. Ignored when scale="power".
+        scale: "db" (default) for 10 * log10 of the mel power as above; "power" for the mel power
+            itself (librosa's `melspectrogram(..., power=2.0)`, no floor or clamp), the input of
+            `PCEN` and `ComplexityEntropy`.
 
     Input shape: float32 [batch, samples] with samples > n_fft // 2.
     Output shape: float32 [batch, frames, n_mels, 1], frames = 1 + samples // hop_length.
@@ -106,7 +109,7 @@ class LogMel(keras.layers.Layer):
     """
 
     def __init__(self, sample_rate_hz, n_fft, hop_length, n_mels, low_hz=0.0, high_hz=None,
-                 top_db=80.0, **kwargs):
+                 top_db=80.0, scale="db", **kwargs):
         super().__init__(**kwargs)
         if sample_rate_hz is None or sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be positive. Received: sample_rate_hz={sample_rate_hz}")
@@ -127,6 +130,8 @@ class LogMel(keras.layers.Layer):
                 f"Received: low_hz={low_hz}, high_hz={high_hz}")
         if top_db is not None and not top_db > 0:
             raise ValueError(f"top_db must be positive or None. Received: top_db={top_db}")
+        if scale not in ("db", "power"):
+            raise ValueError(f'scale must be "db" or "power". Received: scale={scale!r}')
         self.sample_rate_hz = int(sample_rate_hz)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
@@ -134,6 +139,7 @@ class LogMel(keras.layers.Layer):
         self.low_hz = float(low_hz)
         self.high_hz = None if high_hz is None else float(high_hz)
         self.top_db = None if top_db is None else float(top_db)
+        self.scale = scale
         self._mel = keras.layers.MelSpectrogram(
             fft_length=self.n_fft, sequence_stride=self.hop_length, sequence_length=self.n_fft,
             window="hann", sampling_rate=self.sample_rate_hz, num_mel_bins=self.n_mels,
@@ -147,6 +153,9 @@ class LogMel(keras.layers.Layer):
 
     def call(self, inputs):
         power = self._mel(keras.ops.cast(inputs, "float32"))  # [batch, n_mels, frames]
+        if self.scale == "power":
+            image = keras.ops.expand_dims(keras.ops.transpose(power, (0, 2, 1)), -1)
+            return keras.ops.cast(image, self.compute_dtype)
         db = 10.0 * keras.ops.log10(keras.ops.maximum(power, _AMIN))
         if self.top_db is not None:
             peak = keras.ops.max(db, axis=(1, 2), keepdims=True)
@@ -167,5 +176,6 @@ class LogMel(keras.layers.Layer):
         config = super().get_config()
         config.update({"sample_rate_hz": self.sample_rate_hz, "n_fft": self.n_fft,
                        "hop_length": self.hop_length, "n_mels": self.n_mels,
-                       "low_hz": self.low_hz, "high_hz": self.high_hz, "top_db": self.top_db})
+                       "low_hz": self.low_hz, "high_hz": self.high_hz, "top_db": self.top_db,
+                       "scale": self.scale})
         return config
