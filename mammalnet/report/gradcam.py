@@ -16,6 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 
+# Frontend layers whose output bins are not mel bands (cepstral coefficients, complexity measures).
+_NON_MEL_LAYERS = ("mfcc", "complexity_entropy")
+
+
 def _sub_models(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """(frontend, backbone) of a `build_classifier` model."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
@@ -57,7 +61,16 @@ def _features(model: keras.Model, waveform) -> tuple[tf.Tensor, keras.Model]:
         raise ValueError(f"waveform must be [window_samples={window}] float32. "
                          f"Received: waveform.shape={waveform.shape}")
     frontend, backbone = _sub_models(model)
+    non_mel = [name for name in _NON_MEL_LAYERS if name in {layer.name for layer in frontend.layers}]
+    if non_mel or len(frontend.outputs[0].shape) != 4:
+        raise ValueError("Grad-CAM maps onto a mel time-frequency grid: it needs frontend.features logmel or "
+                         f"pcen. Received: a frontend with {non_mel or 'waveform output'} (model {model.name!r})")
     return frontend(waveform[None], training=False), backbone
+
+
+def _image(features):
+    """The feature image of the frontend output (the first of [image, side features])."""
+    return features[0] if isinstance(features, (list, tuple)) else features
 
 
 def grad_cam(model: keras.Model, waveform, *, class_index: int | None = None,
@@ -93,12 +106,13 @@ def grad_cam(model: keras.Model, waveform, *, class_index: int | None = None,
     grads = tape.gradient(score, activations)  # [1, h, w, k]
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[0]  # [h, w]
-    frames, bins = int(features.shape[1]), int(features.shape[2])
+    image = _image(features)
+    frames, bins = int(image.shape[1]), int(image.shape[2])
     cam = tf.image.resize(cam[..., None], (frames, bins), method="bilinear")[..., 0].numpy()
     cam = np.maximum(cam, 0.0)
     peak = float(cam.max())
     heatmap = cam / peak if peak > 0 else np.zeros_like(cam)
-    return (heatmap.astype(np.float32), np.asarray(features[0, ..., 0], np.float32),
+    return (heatmap.astype(np.float32), np.asarray(image[0, ..., 0], np.float32),
             np.asarray(probabilities[0], np.float32))
 
 

@@ -12,12 +12,12 @@ from mammalnet.models.classifier import build_classifier
 RATE, WINDOW_S, CLASSES = 8000, 0.5, ["fin", "minke", "noise"]
 
 
-def tiny_config(name: str, **params) -> config_lib.PipelineConfig:
-    """8 kHz, 0.5-s windows, 24 mel bands: a 32 x 24 log-mel image per window."""
+def tiny_config(name: str, frontend: dict | None = None, **params) -> config_lib.PipelineConfig:
+    """8 kHz, 0.5-s windows, 24 mel bands: a 32 x 24 log-mel image per window; `frontend` overrides."""
     return config_lib.from_dict({
         "audio": {"sample_rate_hz": RATE, "window_s": WINDOW_S},
         "frontend": {"low_hz": 50.0, "high_hz": 3800.0, "bandpass_taps": 31, "n_fft": 256, "hop_length": 128,
-                     "n_mels": 24},
+                     "n_mels": 24, **(frontend or {})},
         "augment": {"freq_mask_param": 3, "time_mask_param": 3},
         "model": {"name": name, "params": params},
     }).validate()
@@ -30,14 +30,15 @@ def waveforms(n: int = 6, seed: int = 0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * freqs * t) + 0.02 * rng.standard_normal((n, t.size))).astype(np.float32)
 
 
-def check_family_exports(tmp_path, name: str, **params) -> dict:
-    """Builds family `name` behind the log-mel frontend, exports SavedModel + TFLite, checks parity.
+def check_family_exports(tmp_path, name: str, frontend: dict | None = None, **params) -> dict:
+    """Builds family `name` behind the frontend (log-mel unless `frontend` overrides), exports
+    SavedModel + TFLite, checks parity.
 
     Returns export_model's result (tflite_max_abs_diff, tflite_ops, ...); export_model itself raises
     ExportError for non-builtin ops or parity above 1e-4.
     """
     keras.utils.set_random_seed(0)
-    model = build_classifier(tiny_config(name, **params), len(CLASSES))
+    model = build_classifier(tiny_config(name, frontend, **params), len(CLASSES))
     result = export_model(model, tmp_path / name, class_names=CLASSES, sample_rate_hz=RATE,
                           window_samples=int(RATE * WINDOW_S), parity_waveforms=waveforms())
     assert result["tflite_max_abs_diff"] <= 1e-4

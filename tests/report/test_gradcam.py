@@ -138,3 +138,18 @@ def test_sequence_family_is_refused():
     flat = keras.Sequential([keras.Input((WINDOW,)), keras.layers.Dense(2)], name="flat")
     with pytest.raises(ValueError, match="'flat'"):
         grad_cam(flat, np.zeros(WINDOW, np.float32))
+
+
+@pytest.mark.parametrize("features", ["mfcc", "complexity"])
+def test_non_mel_features_are_refused(features):
+    config = apply_overrides(PipelineConfig(), TINY + [f"frontend.features={features}", "frontend.n_mfcc=20",
+                                                       "model.params.filters=[4, 8]"])
+    with pytest.raises(ValueError, match="mel time-frequency grid"):
+        grad_cam(build_classifier(config, 2), np.zeros(WINDOW, np.float32))
+
+
+def test_side_features_keep_the_map_on_the_image():
+    keras.utils.set_random_seed(0)
+    config = apply_overrides(PipelineConfig(), TINY + ["frontend.side_features=handcrafted"])
+    heat, image, probs = grad_cam(build_classifier(config, 2), burst_clip(0, 0.1, np.random.default_rng(0)))
+    assert heat.shape == image.shape == (SR // 64 + 1, 32) and probs.shape == (2,)
