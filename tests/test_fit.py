@@ -209,6 +209,7 @@ SMALL_FAMILY_PARAMS = {  # each family at toy width: the point is the path (fit 
     "inception_time_residual": {"depth": 3, "filters": 8, "kernel_sizes": [3, 5], "bottleneck": 8,
                                 "head_units": 16},
     "lstm": {"units": [8], "bidirectional": False, "head_units": 16},
+    "raw_cnn": {"filters": [8, 16], "kernel_sizes": [3, 3], "pool_sizes": [4, 1], "head_units": 16},
     "rnn": {"units": [8], "bidirectional": False, "head_units": 16},
     "student": {"filters": [8, 16, 16], "head_units": 16},
     "transformer": {"d_model": 16, "num_heads": 2, "ff_units": 32, "num_blocks": 1, "head_units": 16},

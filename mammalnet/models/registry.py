@@ -12,6 +12,7 @@ from mammalnet.models.cnn import build_cnn
 from mammalnet.models.cnn_small import build_cnn_small
 from mammalnet.models.dnn import build_dnn
 from mammalnet.models.inception_time import build_inception_time, build_inception_time_residual
+from mammalnet.models.raw_cnn import build_raw_cnn
 from mammalnet.models.recurrent import build_gru, build_lstm, build_rnn
 from mammalnet.models.student import build_student
 from mammalnet.models.transformer import build_transformer
@@ -76,3 +77,4 @@ for _name, _builder in {
     "student": build_student, "transformer": build_transformer,
 }.items():
     register(_name, _builder)
+register("raw_cnn", build_raw_cnn, input_kind="waveform")
