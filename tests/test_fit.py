@@ -213,7 +213,27 @@ SMALL_FAMILY_PARAMS = {  # each family at toy width: the point is the path (fit 
     "rnn": {"units": [8], "bidirectional": False, "head_units": 16},
     "student": {"filters": [8, 16, 16], "head_units": 16},
     "transformer": {"d_model": 16, "num_heads": 2, "ff_units": 32, "num_blocks": 1, "head_units": 16},
+    "xception": {"image_size": 71, "head_units": 16},
+    "hub": {"head_units": 16},  # + a stand-in SavedModel embedding at 16 kHz, made by the test
 }
+
+
+def _stand_in_hub(folder) -> str:
+    """A batch-capable SavedModel embedding [batch, samples] -> [batch, 8] (YAMNet cannot be fetched here)."""
+    import tensorflow as tf
+
+    class Embedding(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.random.stateless_normal([32, 8], seed=[1, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+        def __call__(self, waveform):
+            frames = tf.reshape(waveform, [tf.shape(waveform)[0], -1, 32])
+            return tf.tanh(tf.matmul(tf.reduce_mean(tf.abs(frames), axis=1), self.w))
+
+    tf.saved_model.save(Embedding(), str(folder))
+    return str(folder)
 
 
 def test_every_family_is_listed_for_the_fit_check():
@@ -227,8 +247,14 @@ def test_every_family_is_listed_for_the_fit_check():
 def test_every_family_trains_through_fit_and_exports(family, tone_folder, tmp_path):
     import yaml
 
-    params = yaml.safe_dump(SMALL_FAMILY_PARAMS[family], default_flow_style=True).strip()
-    cfg = tiny_config(tone_folder, f"model.name={family}", f"model.params={params}", "train.early_stopping_patience=10")
+    params = dict(SMALL_FAMILY_PARAMS[family])
+    extra = []
+    if family == "hub":
+        params["path"] = _stand_in_hub(tmp_path / "embedding")
+        extra = ["audio.sample_rate_hz=16000"]
+    params = yaml.safe_dump(params, default_flow_style=True).strip()
+    cfg = tiny_config(tone_folder, f"model.name={family}", f"model.params={params}", "train.early_stopping_patience=10",
+                      *extra)
     metrics = train(cfg, tmp_path, verbose=0)
     assert metrics["parity"]["tflite_max_abs_diff"] <= 1e-4
     assert not [op for op in metrics["parity"]["tflite_ops"] if op.startswith("Flex")]

@@ -11,11 +11,13 @@ from mammalnet.models.attention_lstm import build_attention_lstm
 from mammalnet.models.cnn import build_cnn
 from mammalnet.models.cnn_small import build_cnn_small
 from mammalnet.models.dnn import build_dnn
+from mammalnet.models.hub import build_hub
 from mammalnet.models.inception_time import build_inception_time, build_inception_time_residual
 from mammalnet.models.raw_cnn import build_raw_cnn
 from mammalnet.models.recurrent import build_gru, build_lstm, build_rnn
 from mammalnet.models.student import build_student
 from mammalnet.models.transformer import build_transformer
+from mammalnet.models.xception import build_xception
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
 _INPUT_KINDS: dict[str, str] = {}
@@ -74,7 +76,8 @@ for _name, _builder in {
     "attention_lstm": build_attention_lstm, "cnn": build_cnn, "cnn_small": build_cnn_small, "dnn": build_dnn,
     "gru": build_gru, "inception_time": build_inception_time,
     "inception_time_residual": build_inception_time_residual, "lstm": build_lstm, "rnn": build_rnn,
-    "student": build_student, "transformer": build_transformer,
+    "student": build_student, "transformer": build_transformer, "xception": build_xception,
 }.items():
     register(_name, _builder)
+register("hub", build_hub, input_kind="waveform")
 register("raw_cnn", build_raw_cnn, input_kind="waveform")
