@@ -227,3 +227,20 @@ def test_compare_trains_tabulates_reuses_and_records_failures(tone_folder, tmp_p
     assert [r["status"] for r in _read_rows(out).values()] == ["earlier run", "earlier run", "failed"]
     assert os.path.isfile(out / "compare.png")
     assert np.isfinite(float(_read_rows(out)["dnn"]["latency_ms"]))
+
+
+@pytest.mark.parametrize("pipeline", ["pipelines/default.yaml", "pipelines/watkins.yaml"])
+def test_shipped_zoo_spec_builds_every_variant_on_the_shipped_pipelines(pipeline):
+    from mammalnet.compare import load_spec
+    from mammalnet.models.classifier import build_frontend
+
+    base = config_lib.load(pipeline)
+    if base.data.source != "synthetic":
+        base.data.root = "unused"
+    spec = load_spec("pipelines/compare/zoo.yaml")
+    configs = model_configs(base.validate(), list(spec), spec)
+    for label, config in configs.items():
+        shape = tuple(build_frontend(config).outputs[0].shape[1:])
+        assert len(shape) == 3 and all(d > 0 for d in shape), (label, shape)
+    assert configs["cnn_small_mfcc"].frontend.n_mfcc == 60
+    assert configs["student_handcrafted"].frontend.side_features == "handcrafted"
