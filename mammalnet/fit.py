@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     try:
         train(cfg, args.workdir)
-    except (AudioError, ValueError) as err:
+    except (AudioError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: weights, embeddings
         print(f"mammalnet.fit: {err}", file=sys.stderr)
         return 1
     return 0

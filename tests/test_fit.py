@@ -121,6 +121,20 @@ def test_fit_cli_strict_refuses_bad_files_naming_each(tone_folder, tmp_path, cap
     assert (tmp_path / "w" / "runs" / "tiny" / "skipped.csv").is_file()
 
 
+@pytest.mark.parametrize("setting, named", [
+    ("model.params={weights: /nowhere/xception.h5}", "/nowhere/xception.h5"),
+    ("model.params={path: /nowhere/yamnet}", "/nowhere/yamnet"),
+], ids=["xception_weights", "hub_folder"])
+def test_fit_cli_refuses_missing_model_files_before_loading_data(tone_folder, tmp_path, capsys, setting, named):
+    family = "xception" if "weights" in setting else "hub"
+    extra = ["audio.sample_rate_hz=16000"] if family == "hub" else []
+    code = fit_main(["--data", str(tone_folder), "--workdir", str(tmp_path / "w"),
+                     *sum((["--set", s] for s in [*TINY, f"model.name={family}", setting, *extra]), [])])
+    assert code == 1
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "w" / "runs" / "tiny" / "manifest.csv").exists()  # failed before the data
+
+
 def test_fit_cli_reports_bad_config(tmp_path, capsys):
     assert fit_main(["--set", "train.epochz=3"]) == 2
     assert "train.epochz" in capsys.readouterr().err

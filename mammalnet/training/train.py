@@ -102,6 +102,11 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
 
+    # Build the model once before minutes of data loading, so a bad model setting (a missing weights
+    # file or embedding folder, an unknown parameter, a frontend the family cannot read) fails now.
+    build_classifier(config, 2)
+    keras.utils.set_random_seed(config.train.seed)  # the real model starts from the same seeds as ever
+
     skips = SkipLog(strict=config.data.strict)
     try:
         manifest = load_manifest(config, skips, progress=_generation_progress())
