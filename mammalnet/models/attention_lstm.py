@@ -22,7 +22,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 POOLINGS = ("avg", "avg_max")
@@ -114,9 +114,8 @@ def build_attention_lstm(
     pooled = layers.GlobalAveragePooling1D(name="gap")(x)
     if pooling == "avg_max":
         pooled = layers.Concatenate(name="pool_concat")([pooled, layers.GlobalMaxPooling1D(name="gmp")(x)])
-    pooled, side_inputs = apply_side_fusion(pooled, side_features)
-    outputs = apply_head(pooled, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, pooled, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = ["apply_attention_lstm_block", "build_attention_lstm"]

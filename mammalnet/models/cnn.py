@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_feature_shape
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 
 def apply_conv_block(x, filters: int, *, pool: bool = True, bn_momentum: float = 0.9, name: str):
@@ -54,6 +54,5 @@ def build_cnn(
         x = apply_conv_block(x, int(width), pool=i < len(filters) - 1, bn_momentum=bn_momentum,
                              name=f"block{i + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)

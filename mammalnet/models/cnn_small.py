@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 
 def apply_small_conv_block(x, filters: int, *, name: str):
@@ -60,9 +60,8 @@ def build_cnn_small(
         x = apply_small_conv_block(x, int(width), name=f"block{i + 1}")
     x = layers.MaxPooling2D(2, padding="same", name="final_pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = ["apply_small_conv_block", "build_cnn_small"]

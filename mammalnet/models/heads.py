@@ -45,4 +45,23 @@ def apply_head(x, num_classes: int, *, units: int = 256, dropout: float = 0.3, n
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name=f"{name}_probabilities")(x)
 
 
-__all__ = ["apply_head", "apply_side_fusion"]
+def build_head_model(inputs, pooled, num_classes: int, *, side_features: int = 0, units: int, dropout: float,
+                     name: str, head=apply_head) -> keras.Model:
+    """The end every family shares: side fusion, then `head`, then the family's keras.Model.
+
+    Args:
+        inputs: the family's feature (or waveform) Input.
+        pooled: its pooled learned features [batch, d].
+        side_features, units, dropout: as in `apply_side_fusion` and `head`.
+        name: model name.
+        head: `apply_head`, or a head with the same signature (the student's LayerNorm head).
+
+    Returns:
+        keras.Model: inputs (or [inputs, side_features]) -> probabilities [batch, num_classes].
+    """
+    x, side_inputs = apply_side_fusion(pooled, side_features)
+    outputs = head(x, num_classes, units=units, dropout=dropout)
+    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+
+
+__all__ = ["apply_head", "apply_side_fusion", "build_head_model"]

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from mammalnet.models.checks import check_dropout, check_num_classes, check_positive_int
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 # YAMNet's __call__ returns this tuple; a string `output` indexes a 3-tuple by these names.
 YAMNET_OUTPUTS = ("scores", "embeddings", "spectrogram")
@@ -316,9 +316,8 @@ def build_hub(
 
     inputs = keras.Input(shape=(samples,), name="waveform")
     x = HubEmbedding(path, output=output, signature=signature, name="hub_embedding")(inputs)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = ["HubEmbedding", "YAMNET_OUTPUTS", "build_hub", "load_saved_model"]

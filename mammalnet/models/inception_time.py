@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int, check_positive_ints
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 # The paper adds a shortcut around every third module.
@@ -93,9 +93,8 @@ def _build(input_shape, num_classes, *, residual, depth, filters, kernel_sizes, 
             x = apply_shortcut(x, shortcut, bn_momentum=bn_momentum, name=f"shortcut{i // RESIDUAL_EVERY + 1}")
             shortcut = x
     x = layers.GlobalAveragePooling1D(name="gap")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 def build_inception_time(

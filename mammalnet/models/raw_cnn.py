@@ -27,7 +27,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_positive_int, check_positive_ints
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 
 def check_waveform_shape(builder: str, input_shape) -> int:
@@ -135,9 +135,8 @@ def build_raw_cnn(
     for i, (width, kernel, pool) in enumerate(zip(filters, kernel_sizes, pool_sizes)):
         x = apply_raw_conv_block(x, width, kernel, pool=pool, bn_momentum=bn_momentum, name=f"block{i + 1}")
     x = layers.GlobalAveragePooling1D(name="gap")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = ["apply_raw_conv_block", "build_raw_cnn", "check_waveform_shape", "stage_lengths"]

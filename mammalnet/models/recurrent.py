@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_ints
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 _CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
@@ -54,9 +54,8 @@ def _build_recurrent(cell: str, input_shape, num_classes: int, *, units, bidirec
     x = apply_frames_to_sequence(inputs, name="frames_to_sequence")
     x = apply_recurrent_stack(x, cell, units=units, bidirectional=bidirectional, dropout=dropout, unroll=unroll,
                               name="recurrent")
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 _ARGS_DOC = """

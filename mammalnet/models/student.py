@@ -12,7 +12,7 @@ from keras import layers
 from mammalnet.layers.attention import ChannelPool
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_num_classes, check_positive_ints
 from mammalnet.models.cnn import apply_conv_block
-from mammalnet.models.heads import apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 
 def apply_channel_attention(x, *, ratio: int = 8, name: str):
@@ -124,9 +124,8 @@ def build_student(
         x = apply_student_block(x, int(width), ratio=int(cbam_ratio), spatial_kernel=int(spatial_kernel),
                                 pool=i < len(filters) - 1, name=f"block{i + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_layernorm_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name, head=apply_layernorm_head)
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from keras import layers
 
 from mammalnet.layers.attention import SinusoidalPositionalEncoding
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_positive_int
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 from mammalnet.models.sequence import apply_frames_to_sequence
 
 
@@ -93,9 +93,8 @@ def build_transformer(
         x = apply_encoder_block(x, num_heads=num_heads, ff_units=ff_units, dropout=dropout, name=f"block{i + 1}")
     x = layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
     x = layers.GlobalAveragePooling1D(name="time_pool")(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = ["apply_encoder_block", "build_transformer"]

@@ -26,7 +26,7 @@ import keras
 from keras import layers
 
 from mammalnet.models.checks import check_dropout, check_feature_shape, check_num_classes, check_positive_int
-from mammalnet.models.heads import apply_head, apply_side_fusion
+from mammalnet.models.heads import build_head_model
 
 BACKBONE_NAME = "pretrained_backbone"
 # The smallest image Xception accepts (its stem and four stride-2 stages need 71 x 71).
@@ -229,9 +229,8 @@ def build_xception(
         include_top=False, weights=weights_path, input_shape=(height, width, 3), pooling="avg",
         name=BACKBONE_NAME)
     x = backbone(x)
-    x, side_inputs = apply_side_fusion(x, side_features)
-    outputs = apply_head(x, num_classes, units=head_units, dropout=dropout)
-    return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
+    return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
+                            dropout=dropout, name=name)
 
 
 __all__ = [
