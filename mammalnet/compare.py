@@ -289,8 +289,14 @@ def _count_flops(fn, window_samples: int) -> dict:
             "uncounted_ops": sorted(uncounted), "profiler_total": int(profile.total_float_ops)}
 
 
-def saved_model_stats(saved_model_dir, window_samples: int) -> dict:
-    """Parameters and FLOPs of an exported SavedModel (signature serving_default: waveform -> probabilities)."""
+def saved_model_stats(saved_model_dir, window_samples: int, config=None, num_classes: int | None = None) -> dict:
+    """Parameters and FLOPs of an exported SavedModel (signature serving_default: waveform -> probabilities).
+
+    Keras 3's recurrent layers with dropout update a seed variable even at inference, which stops the
+    graph from being frozen; for those, with `config` and `num_classes` given, the FLOPs are counted on
+    the same classifier rebuilt with `dropout: 0` (the same inference graph: dropout is the identity
+    there) and `flops_counted_on` says so.
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -302,7 +308,19 @@ def saved_model_stats(saved_model_dir, window_samples: int) -> dict:
     def size(variables):
         return int(sum(np.prod(v.shape) for v in variables if v.dtype.is_floating))
 
-    stats = count_flops(lambda x: signature(**{INPUT_NAME: x})[OUTPUT_NAME], window_samples)
+    try:
+        stats = count_flops(lambda x: signature(**{INPUT_NAME: x})[OUTPUT_NAME], window_samples)
+        stats["flops_counted_on"] = "the exported SavedModel"
+    except (tf.errors.InvalidArgumentError, ValueError):  # TF re-raises the import error as ValueError
+        if config is None or "dropout" not in config.model.params and not _takes_dropout(config.model.name):
+            raise
+        from mammalnet.models.classifier import build_classifier
+
+        rebuilt = copy.deepcopy(config)
+        rebuilt.model.params = {**rebuilt.model.params, "dropout": 0.0}
+        model = build_classifier(rebuilt, num_classes)
+        stats = count_flops(lambda x: model(x, training=False), window_samples)
+        stats["flops_counted_on"] = "the classifier rebuilt with dropout 0 (the export cannot be frozen)"
     stats["params"] = size(loaded.trainable_variables)
     stats["params_total"] = size(loaded.variables)
     return stats
@@ -353,6 +371,12 @@ def _paths(out_dir: str, label: str, config_name: str) -> dict:
             "pipeline_yaml": os.path.join(run, "pipeline.yaml"), "manifest": os.path.join(run, "manifest.csv"),
             "metrics": os.path.join(saved, "metrics.json"), "tflite": os.path.join(saved, "model.tflite"),
             "saved_model": os.path.join(saved, "saved_model")}
+
+
+def _takes_dropout(family: str) -> bool:
+    from mammalnet.models import registry
+
+    return registry.accepts(family, "dropout")
 
 
 def _read_json(path):
@@ -417,6 +441,11 @@ def train_one(out_dir: str, label: str, config, *, force: bool = False, verbose=
         print(f"mammalnet.compare: {label}: reusing the finished run in {paths['workdir']} (same pipeline; "
               "--force retrains)", flush=True)
         return "reused"
+    if not force and _trained_unmeasured(out_dir, label, config):
+        print(f"mammalnet.compare: {label}: training finished earlier but its measurement failed; measuring "
+              "again without retraining", flush=True)
+        return _measure(paths, label, config, {"label": label, "family": config.model.name,
+                                               "config": config_lib.to_dict(config)}, "reused")
     if os.path.isdir(paths["workdir"]) and (force or not _resumable(out_dir, label, config)):
         shutil.rmtree(paths["workdir"])  # a stale backup of another pipeline must not be restored
     os.makedirs(paths["workdir"], exist_ok=True)
@@ -426,22 +455,57 @@ def train_one(out_dir: str, label: str, config, *, force: bool = False, verbose=
     keras.backend.clear_session()
     try:
         train(config, paths["workdir"], verbose=verbose)
-        stats = saved_model_stats(paths["saved_model"], config.window_samples)
     except Exception as err:  # one model failing must not end the comparison
-        traceback.print_exc()
-        print(f"mammalnet.compare: {label}: FAILED: {_first_line(err)}", file=sys.stderr, flush=True)
-        from mammalnet.report.metrics import write_json
-
-        write_json(paths["result"], {**record, "status": "failed", "error": _first_line(err),
-                                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        return "failed"
+        return _failed(paths, label, record, err)
     finally:
         keras.backend.clear_session()
+    return _measure(paths, label, config, record, "trained")
+
+
+def _failed(paths: dict, label: str, record: dict, err: BaseException) -> str:
     from mammalnet.report.metrics import write_json
 
+    traceback.print_exc()
+    print(f"mammalnet.compare: {label}: FAILED: {_first_line(err)}", file=sys.stderr, flush=True)
+    write_json(paths["result"], {**record, "status": "failed", "error": _first_line(err),
+                                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return "failed"
+
+
+def _measure(paths: dict, label: str, config, record: dict, status: str) -> str:
+    """Parameters and FLOPs of a finished run into result.json; returns `status`, or "failed"."""
+    import keras
+
+    from mammalnet.report.metrics import write_json
+
+    with open(os.path.join(paths["saved"], "labels.txt"), encoding="utf-8") as f:
+        num_classes = sum(1 for line in f if line.strip())
+    try:
+        stats = saved_model_stats(paths["saved_model"], config.window_samples, config, num_classes)
+    except Exception as err:  # one model failing must not end the comparison
+        return _failed(paths, label, record, err)
+    finally:
+        keras.backend.clear_session()
     write_json(paths["result"], {**record, "status": "ok", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                  **stats})
-    return "trained"
+    return status
+
+
+def _trained_unmeasured(out_dir: str, label: str, config) -> bool:
+    """A run of this very pipeline whose training and export finished but whose measurement failed."""
+    from mammalnet import config as config_lib
+
+    paths = _paths(out_dir, label, config.name)
+    result = _read_json(paths["result"])
+    if not result or result.get("status") != "failed":
+        return False
+    try:
+        dumped = config_lib.to_dict(config_lib.load(paths["pipeline_yaml"]))
+    except config_lib.ConfigError:
+        return False
+    return (_normalised(dumped) == _normalised(config_lib.to_dict(config))
+            and all(os.path.isfile(paths[k]) for k in ("metrics", "tflite", "manifest"))
+            and os.path.isdir(paths["saved_model"]))
 
 
 def collect_rows(out_dir: str, *, order: list[str], statuses: dict[str, str], latency_runs: int) -> list[dict]:

@@ -244,3 +244,23 @@ def test_shipped_zoo_spec_builds_every_variant_on_the_shipped_pipelines(pipeline
         assert len(shape) == 3 and all(d > 0 for d in shape), (label, shape)
     assert configs["cnn_small_mfcc"].frontend.n_mfcc == 60
     assert configs["student_handcrafted"].frontend.side_features == "handcrafted"
+
+
+def test_recurrent_flops_are_counted_on_the_rebuilt_classifier(tmp_path):
+    from mammalnet.compare import saved_model_stats
+    from mammalnet.export import export_model
+    from mammalnet.models.classifier import build_classifier
+    from tests.models.family_check import CLASSES, RATE, WINDOW_S, tiny_config, waveforms
+
+    config = tiny_config("gru", units=[4], bidirectional=False, head_units=8)
+    model = build_classifier(config, len(CLASSES))
+    result = export_model(model, tmp_path / "gru", class_names=CLASSES, sample_rate_hz=RATE,
+                          window_samples=int(RATE * WINDOW_S), parity_waveforms=waveforms(2))
+    saved = result["paths"]["saved_model"]
+    with pytest.raises(ValueError, match="AssignVariableOp"):  # the dropout seed update blocks freezing
+        saved_model_stats(saved, config.window_samples)
+    stats = saved_model_stats(saved, config.window_samples, config, len(CLASSES))
+    assert "rebuilt with dropout 0" in stats["flops_counted_on"]
+    # 32 frames x 24 bins -> GRU(4): per frame 3 gates x (24 + 4 + 1 bias) x 4 multiply-adds at least
+    assert stats["flops"] > 32 * 2 * 3 * 24 * 4
+    assert stats["params"] == model.count_params() - sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
