@@ -160,6 +160,7 @@ def build_xception(
     image_size=DEFAULT_IMAGE_SIZE,
     head_units: int = 256,
     dropout: float = 0.3,
+    bn_momentum: float | None = None,
     side_features: int = 0,
     name: str = "xception",
 ) -> keras.Model:
@@ -195,6 +196,11 @@ def build_xception(
         image_size: side (int) or (height, width) the image is resized to, each >= 71.
         head_units: width of the shared head's hidden layer.
         dropout: dropout rate in the head, in [0, 1).
+        bn_momentum: momentum of every BatchNormalization in the backbone; None keeps Keras' 0.99,
+            right for fine-tuning ImageNet weights (statistics already settled). From random
+            weights on a small dataset 0.99 leaves the inference statistics far from the batch
+            ones after a few hundred steps (measured on watkins10: 0.69 training vs 0.13 validation
+            accuracy after 4 epochs); 0.9 lets them settle, as in the `cnn` family.
         side_features: when > 0, a second input `side_features` [batch, side_features] is
             batch-normalised and concatenated with the pooled features before the head.
         name: model name.
@@ -228,6 +234,12 @@ def build_xception(
     backbone = keras.applications.Xception(
         include_top=False, weights=weights_path, input_shape=(height, width, 3), pooling="avg",
         name=BACKBONE_NAME)
+    if bn_momentum is not None:
+        if not 0.0 <= float(bn_momentum) < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1) or None. Received: bn_momentum={bn_momentum!r}")
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     x = backbone(x)
     return build_head_model(inputs, x, num_classes, side_features=side_features, units=head_units,
                             dropout=dropout, name=name)

@@ -159,8 +159,19 @@ def test_xception_exports_to_builtin_tflite_with_parity(tmp_path):
     ({"side_features": -1}, "side_features=-1"),
     ({"num_classes": 1}, "num_classes=1"),
     ({"weights": 3}, "weights=3"),
+    ({"bn_momentum": 1.0}, "bn_momentum=1.0"),
 ])
 def test_xception_rejects_bad_arguments(kwargs, match):
     args = {"input_shape": (32, 24, 1), "num_classes": 3, **kwargs}
     with pytest.raises(ValueError, match=match):
         build_xception(args.pop("input_shape"), args.pop("num_classes"), **args)
+
+
+def test_xception_bn_momentum_reaches_every_backbone_batchnorm():
+    model = build_xception((32, 24, 1), 3, image_size=71, bn_momentum=0.9)
+    norms = [layer for layer in model.get_layer("pretrained_backbone").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 30 and {layer.momentum for layer in norms} == {0.9}
+    default = build_xception((32, 24, 1), 3, image_size=71)
+    assert {layer.momentum for layer in default.get_layer("pretrained_backbone").layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
