@@ -391,19 +391,24 @@ def reusable(out_dir: str, label: str, config) -> bool:
     """Whether <out>/<label> holds a finished run of exactly this pipeline, with its artifacts."""
     from mammalnet import config as config_lib
 
+    result = _read_json(_paths(out_dir, label, config.name)["result"])
+    return (bool(result) and result.get("status") == "ok"
+            and _normalised(result.get("config") or {}) == _normalised(config_lib.to_dict(config))
+            and _finished_run_of(out_dir, label, config))
+
+
+def _finished_run_of(out_dir: str, label: str, config) -> bool:
+    """<out>/<label> holds a run of exactly this pipeline whose training and export finished."""
+    from mammalnet import config as config_lib
+
     paths = _paths(out_dir, label, config.name)
-    result = _read_json(paths["result"])
-    if not result or result.get("status") != "ok":
-        return False
-    wanted = _normalised(config_lib.to_dict(config))
-    if _normalised(result.get("config") or {}) != wanted:
-        return False
     try:
         dumped = config_lib.to_dict(config_lib.load(paths["pipeline_yaml"]))
     except config_lib.ConfigError:
         return False
-    return (_normalised(dumped) == wanted
-            and all(os.path.isfile(paths[k]) for k in ("metrics", "tflite", "manifest")))
+    return (_normalised(dumped) == _normalised(config_lib.to_dict(config))
+            and all(os.path.isfile(paths[k]) for k in ("metrics", "tflite", "manifest"))
+            and os.path.isdir(paths["saved_model"]))
 
 
 def _resumable(out_dir: str, label: str, config) -> bool:
@@ -493,19 +498,8 @@ def _measure(paths: dict, label: str, config, record: dict, status: str) -> str:
 
 def _trained_unmeasured(out_dir: str, label: str, config) -> bool:
     """A run of this very pipeline whose training and export finished but whose measurement failed."""
-    from mammalnet import config as config_lib
-
-    paths = _paths(out_dir, label, config.name)
-    result = _read_json(paths["result"])
-    if not result or result.get("status") != "failed":
-        return False
-    try:
-        dumped = config_lib.to_dict(config_lib.load(paths["pipeline_yaml"]))
-    except config_lib.ConfigError:
-        return False
-    return (_normalised(dumped) == _normalised(config_lib.to_dict(config))
-            and all(os.path.isfile(paths[k]) for k in ("metrics", "tflite", "manifest"))
-            and os.path.isdir(paths["saved_model"]))
+    result = _read_json(_paths(out_dir, label, config.name)["result"])
+    return bool(result) and result.get("status") == "failed" and _finished_run_of(out_dir, label, config)
 
 
 def collect_rows(out_dir: str, *, order: list[str], statuses: dict[str, str], latency_runs: int) -> list[dict]:
