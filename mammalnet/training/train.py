@@ -25,11 +25,10 @@ from mammalnet.data.problems import SkipLog
 from mammalnet.data.split import split_counts, split_manifest
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
+# The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
+from mammalnet.models.xception import BACKBONE_NAME as PRETRAINED_BACKBONE
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
 from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
-
-# The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
-PRETRAINED_BACKBONE = "pretrained_backbone"
 
 
 def _generation_progress():
