@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from mammalnet.layers.frontend import LogMel
+from mammalnet.models.checks import check_positive_int
 
 # Floor for power/energy before a log: 1e-10 is -100 dB, as in librosa.power_to_db's default amin.
 _AMIN = 1e-10
@@ -58,12 +59,6 @@ def _check_non_negative(name, value):
     if value is None or isinstance(value, bool) or not np.isfinite(value) or not value >= 0:
         raise ValueError(f"{name} must be >= 0. Received: {name}={value}")
     return float(value)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
-    return int(value)
 
 
 def _check_image_shape(layer, input_shape, axis_name):
@@ -114,7 +109,7 @@ class MFCC(keras.layers.Layer):
 
     def __init__(self, n_mfcc, **kwargs):
         super().__init__(**kwargs)
-        self.n_mfcc = _check_positive_int("n_mfcc", n_mfcc)
+        self.n_mfcc = check_positive_int("n_mfcc", n_mfcc)
         self._dct = None
 
     def build(self, input_shape):
@@ -217,7 +212,7 @@ class PCEN(keras.layers.Layer):
                  power=0.5, eps=1e-6, input_scale=2.0 ** 31, initial_state="librosa", **kwargs):
         super().__init__(**kwargs)
         self.sample_rate_hz = _check_positive("sample_rate_hz", sample_rate_hz)
-        self.hop_length = _check_positive_int("hop_length", hop_length)
+        self.hop_length = check_positive_int("hop_length", hop_length)
         self.time_constant = _check_positive("time_constant", time_constant)
         self.gain = _check_non_negative("gain", gain)
         self.bias = _check_non_negative("bias", bias)
