@@ -79,6 +79,8 @@ FLOPS_METHOD = (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mammalnet.cli import non_negative_int
+
     parser = argparse.ArgumentParser(
         prog="python -m mammalnet.compare",
         description="Train several model families on the same split and tabulate accuracy, macro-F1, minority "
@@ -95,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", metavar="DIR", help="data folder, as in python -m mammalnet.fit")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a pipeline key for every model (repeatable)")
-    parser.add_argument("--latency-runs", type=int, default=DEFAULT_LATENCY_RUNS, metavar="N",
+    parser.add_argument("--latency-runs", type=non_negative_int, default=DEFAULT_LATENCY_RUNS, metavar="N",
                         help=f"timed LiteRT invocations per model, after {WARMUP_RUNS} warm-up ones; the median "
                              f"is reported (default: {DEFAULT_LATENCY_RUNS}; 0 skips latency)")
     parser.add_argument("--force", action="store_true", help="retrain models even when a matching run exists")
@@ -571,8 +573,6 @@ def main(argv=None) -> int:
 
     labels = [label.strip() for label in args.models.split(",") if label.strip()]
     try:
-        if args.latency_runs < 0:
-            raise ValueError(f"--latency-runs must be >= 0. Received: {args.latency_runs}")
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"--models lists {duplicates} more than once")

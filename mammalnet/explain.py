@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from mammalnet.audio.io import AudioError, audio_info, read_audio
-from mammalnet.predict import iter_window_blocks, load_model_dir, positive_int
+from mammalnet.cli import non_negative_float, non_negative_int, positive_int
+from mammalnet.predict import iter_window_blocks, load_model_dir
 
 
 def read_window(path, audio: dict, offset_s: float) -> np.ndarray:
@@ -151,20 +152,6 @@ def plot_gradcam(logmel, heatmap, *, start_s: float, hop_s: float, mel_frequenci
     return fig
 
 
-def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0. Received: {text}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0. Received: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mammalnet.explain",
@@ -175,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=".", help="folder for the PNG and JSON (default: .)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="predictions in the title/JSON")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--window-index", type=_non_negative_int, default=None,
+    where.add_argument("--window-index", type=non_negative_int, default=None,
                        help="explain window N (hop = window); default: the most confident window")
-    where.add_argument("--offset-s", type=_non_negative_float, default=None,
+    where.add_argument("--offset-s", type=non_negative_float, default=None,
                        help="explain the window starting S seconds into the file")
     parser.add_argument("--layer", default=None, help="backbone conv layer (default: the last one)")
     parser.add_argument("--analyze-features", action="store_true",

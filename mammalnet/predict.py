@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mammalnet.audio.io import AudioError, audio_info, read_audio
+from mammalnet.cli import positive_float, positive_int
 
 # Windows decoded, resampled and run through the model at a time: bounds memory on hours-long files.
 _BLOCK_WINDOWS = 64
@@ -185,20 +186,6 @@ def format_json(results: list[dict]) -> str:
     return json.dumps(ok, indent=2)
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive. Received: {text}")
-    return value
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mammalnet.predict",
@@ -211,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="species to report per file (default: 3)")
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="output format on stdout (default: table)")
-    parser.add_argument("--hop-s", type=_positive_float, default=None,
+    parser.add_argument("--hop-s", type=positive_float, default=None,
                         help="seconds between window starts (default: one window, no overlap)")
     return parser
 
