@@ -20,6 +20,9 @@ class ConfigError(ValueError):
 
 SOURCES = ("synthetic", "folder", "csv", "split_folders", "kaggle", "raven")
 FEATURES = ("logmel", "mfcc", "pcen", "complexity", "waveform")
+LOSSES = ("crossentropy", "focal", "class_balanced", "class_balanced_focal")
+SAMPLING = ("none", "balanced", "sqrt")
+PRETRAIN_METHODS = ("none", "simclr", "supcon")
 
 
 @dataclasses.dataclass
@@ -97,6 +100,10 @@ class SplitConfig:
     seed: int = 0
     group_regex: str | None = None
     split_file: str | None = None
+    # Keep only this fraction of the training clips' labels (stratified, at least one clip per
+    # class; the same clips for the same seed). The dropped clips stay available, unlabelled, to
+    # pretrain.method simclr. For label-efficiency studies: val and test are untouched.
+    train_label_fraction: float = 1.0
 
 
 @dataclasses.dataclass
@@ -161,6 +168,23 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class LossConfig:
+    """The training loss (LOSSES), on sparse labels and the model's probabilities.
+
+    `crossentropy` (with `label_smoothing`), `focal` (Lin et al. 2017: `gamma`, optional per-class
+    `alpha`, one weight per class in class order), `class_balanced` / `class_balanced_focal` (Cui et
+    al. 2019: each class weighted by (1 - beta) / (1 - beta^n), n its training windows, normalised
+    to average 1, on cross-entropy or on focal loss).
+    """
+
+    name: str = "crossentropy"
+    label_smoothing: float = 0.0
+    gamma: float = 2.0
+    alpha: list[float] | None = None
+    beta: float = 0.999
+
+
+@dataclasses.dataclass
 class TrainConfig:
     epochs: int = 12
     batch_size: int = 32
@@ -170,11 +194,86 @@ class TrainConfig:
     class_weight: str = "none"
     shuffle_buffer: int = 2048
     seed: int = 0
-    # Fine-tuning schedule for families with a `pretrained_backbone` (xception): the backbone is
-    # frozen for the first `frozen_epochs` (0: trained from the start), then unfrozen (BatchNorm
-    # kept in inference mode) at `learning_rate * unfreeze_lr_factor`.
+    # Fine-tuning schedule for a pretrained part (xception's `pretrained_backbone`, or the encoder
+    # of pretrain.method / pretrain.encoder): frozen for the first `frozen_epochs` (0: trained from
+    # the start), then unfrozen (BatchNorm kept in inference mode) at learning_rate * unfreeze_lr_factor.
     frozen_epochs: int = 0
     unfreeze_lr_factor: float = 0.1
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    # Re-sampling per class in tf.data (SAMPLING): `balanced` draws every class equally often,
+    # `sqrt` in proportion to the square root of its training clips; an epoch keeps its length.
+    sampling: str = "none"
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4  # adamw only
+    # Linear warm-up from ~0 to learning_rate over this many epochs (any lr_schedule).
+    warmup_epochs: int = 0
+    # Clip each gradient's global norm to this (None: no clipping).
+    clipnorm: float | None = None
+    # lr_schedule `plateau`: ReduceLROnPlateau on val_loss by this factor after this many epochs.
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Self-supervised (SimCLR) or supervised-contrastive (SupCon) pretraining of the encoder.
+
+    The encoder is the model without its head: frontend + backbone up to the pooled embedding.
+    method `simclr` pretrains it on all training-split audio with labels ignored (also the clips
+    split.train_label_fraction dropped), plus every audio file under `unlabelled_root` when given;
+    `supcon` uses the training labels. Two views of each window are made in-graph: noise at
+    `noise_snr_db` (dB, the lowest; up to +20), a circular time shift up to `max_shift_s`, gain
+    within +-`gain_db`, a pitch shift within +-`pitch_semitones`; the frontend's SpecAugment adds the
+    time and frequency masks. Projection head `projection_units` (last = embedding for the loss),
+    NT-Xent / SupCon loss at `temperature`.
+
+    The encoder is saved as saved_models/<name>/encoder.keras. With `finetune`, the classifier is
+    then trained from it (frozen for train.frozen_epochs, or for the whole run with
+    `freeze_encoder`). `encoder`: a path to an encoder.keras from an earlier run; pretraining is
+    skipped and the classifier starts from it.
+    """
+
+    method: str = "none"
+    encoder: str | None = None
+    unlabelled_root: str | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    temperature: float = 0.1
+    projection_units: list[int] = dataclasses.field(default_factory=lambda: [512, 512, 128])
+    noise_snr_db: float = 10.0
+    max_shift_s: float = 0.5
+    gain_db: float = 6.0
+    pitch_semitones: float = 1.0
+    finetune: bool = True
+    freeze_encoder: bool = False
+    embeddings: bool = True  # per-clip embeddings for TensorBoard's projector
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Knowledge distillation from a saved teacher.
+
+    teacher: a saved_models/<name> folder of any mammalnet model (model.keras, labels.txt,
+    audio.json) with the same classes, sample rate and window. Loss = alpha * T^2 * KL(teacher ||
+    student, both softened at temperature T) + (1 - alpha) * cross-entropy on the hard labels.
+    """
+
+    teacher: str | None = None
+    temperature: float = 3.0
+    alpha: float = 0.7
+
+
+@dataclasses.dataclass
+class OpenSetConfig:
+    """The unknown class: a clip whose (calibrated) top probability is under `threshold` is "unknown".
+
+    calibrate: fit a softmax temperature on the validation clips (temperature scaling, by NLL)
+    before thresholding; the temperature and threshold go to audio.json for predict.
+    """
+
+    threshold: float = 0.7
+    calibrate: bool = True
 
 
 @dataclasses.dataclass
@@ -194,6 +293,9 @@ class PipelineConfig:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+    open_set: OpenSetConfig = dataclasses.field(default_factory=OpenSetConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> "PipelineConfig":
@@ -208,7 +310,11 @@ class PipelineConfig:
             "split.method": (self.split.method, ("stratified", "group", "fixed")),
             "audio.pad_mode": (self.audio.pad_mode, ("zero", "noise", "repeat")),
             "train.class_weight": (self.train.class_weight, ("none", "balanced")),
-            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
+            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant", "plateau")),
+            "train.loss.name": (self.train.loss.name, LOSSES),
+            "train.sampling": (self.train.sampling, SAMPLING),
+            "train.optimizer": (self.train.optimizer, ("adam", "adamw")),
+            "pretrain.method": (self.pretrain.method, PRETRAIN_METHODS),
             "frontend.features": (self.frontend.features, (None, *FEATURES)),
             "frontend.side_features": (self.frontend.side_features, ("none", "handcrafted")),
         }
@@ -255,6 +361,7 @@ class PipelineConfig:
         if not 0 <= self.train.frozen_epochs < max(self.train.epochs, 1):
             raise ConfigError(f"train.frozen_epochs must be in [0, train.epochs={self.train.epochs}). "
                               f"Received: train.frozen_epochs={self.train.frozen_epochs}")
+        self._validate_training()
         positive["frontend.pcen_time_constant_s"] = self.frontend.pcen_time_constant_s
         positive["train.unfreeze_lr_factor"] = self.train.unfreeze_lr_factor
         for key, value in positive.items():
@@ -265,6 +372,60 @@ class PipelineConfig:
             if value is not None and not value > 0:
                 raise ConfigError(f"audio.{key} must be positive. Received: audio.{key}={value}")
         return self
+
+    def _validate_training(self) -> None:
+        """Loss, optimiser, pretraining, distillation and open-set settings."""
+        train, loss, pre, distill = self.train, self.train.loss, self.pretrain, self.distill
+        ranges = {  # key: (value, low, high, low inclusive, high inclusive)
+            "split.train_label_fraction": (self.split.train_label_fraction, 0, 1, False, True),
+            "train.loss.label_smoothing": (loss.label_smoothing, 0, 1, True, False),
+            "train.loss.gamma": (loss.gamma, 0, float("inf"), True, False),
+            "train.loss.beta": (loss.beta, 0, 1, True, False),
+            "train.weight_decay": (train.weight_decay, 0, float("inf"), True, False),
+            "train.plateau_factor": (train.plateau_factor, 0, 1, False, False),
+            "distill.alpha": (distill.alpha, 0, 1, True, True),
+            "open_set.threshold": (self.open_set.threshold, 0, 1, True, True),
+        }
+        for key, (value, low, high, low_in, high_in) in ranges.items():
+            above = value >= low if low_in else value > low
+            below = value <= high if high_in else value < high
+            if not (above and below):
+                interval = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+                raise ConfigError(f"{key} must be in {interval}. Received: {key}={value}")
+        if loss.alpha is not None and (not loss.alpha or any(not a >= 0 for a in loss.alpha)):
+            raise ConfigError(f"train.loss.alpha must be null or one weight >= 0 per class. "
+                              f"Received: train.loss.alpha={loss.alpha}")
+        if not 0 <= train.warmup_epochs < max(train.epochs, 1):
+            raise ConfigError(f"train.warmup_epochs must be in [0, train.epochs={train.epochs}). "
+                              f"Received: train.warmup_epochs={train.warmup_epochs}")
+        if train.clipnorm is not None and not train.clipnorm > 0:
+            raise ConfigError(f"train.clipnorm must be positive or null. Received: train.clipnorm={train.clipnorm}")
+        if train.plateau_patience < 0:
+            raise ConfigError(f"train.plateau_patience must be >= 0. Received: "
+                              f"train.plateau_patience={train.plateau_patience}")
+        positive = {"pretrain.epochs": pre.epochs, "pretrain.batch_size": pre.batch_size,
+                    "pretrain.learning_rate": pre.learning_rate, "pretrain.temperature": pre.temperature,
+                    "distill.temperature": distill.temperature}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{key} must be positive. Received: {key}={value}")
+        non_negative = {"pretrain.max_shift_s": pre.max_shift_s, "pretrain.gain_db": pre.gain_db,
+                        "pretrain.pitch_semitones": pre.pitch_semitones}
+        for key, value in non_negative.items():
+            if not value >= 0:
+                raise ConfigError(f"{key} must be >= 0. Received: {key}={value}")
+        if not pre.projection_units or any(u < 1 for u in pre.projection_units):
+            raise ConfigError(f"pretrain.projection_units must be a non-empty list of positive widths. "
+                              f"Received: pretrain.projection_units={pre.projection_units}")
+        if pre.method != "none" and pre.encoder:
+            raise ConfigError(f"pretrain.encoder starts from a saved encoder, pretrain.method trains a new one: "
+                              f"set one. Received: pretrain.method={pre.method!r}, pretrain.encoder={pre.encoder!r}")
+        if pre.freeze_encoder and pre.method == "none" and not pre.encoder:
+            raise ConfigError("pretrain.freeze_encoder needs an encoder (pretrain.method or pretrain.encoder). "
+                              "Received: pretrain.method='none', pretrain.encoder=None")
+        if distill.teacher and pre.method != "none":
+            raise ConfigError(f"distillation and contrastive pretraining are separate runs. Received: "
+                              f"distill.teacher={distill.teacher!r}, pretrain.method={pre.method!r}")
 
     @property
     def window_samples(self) -> int:

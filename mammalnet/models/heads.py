@@ -7,6 +7,8 @@ from keras import layers
 
 from mammalnet.models.checks import check_num_classes
 
+EMBEDDING_LAYER = "embedding"
+
 
 def apply_side_fusion(x, side_features: int, *, name: str = "side"):
     """Concatenates clip-level side features (e.g. the 18 handcrafted ones) with pooled features.
@@ -51,7 +53,8 @@ def build_head_model(inputs, pooled, num_classes: int, *, side_features: int = 0
 
     Args:
         inputs: the family's feature (or waveform) Input.
-        pooled: its pooled learned features [batch, d].
+        pooled: its pooled learned features [batch, d]; they pass through an identity layer named
+            EMBEDDING_LAYER, the end of the encoder.
         side_features, units, dropout: as in `apply_side_fusion` and `head`.
         name: model name.
         head: `apply_head`, or a head with the same signature (the student's LayerNorm head).
@@ -59,9 +62,11 @@ def build_head_model(inputs, pooled, num_classes: int, *, side_features: int = 0
     Returns:
         keras.Model: inputs (or [inputs, side_features]) -> probabilities [batch, num_classes].
     """
+    # The encoder's output: contrastive pretraining trains up to here, embeddings are read here.
+    pooled = layers.Identity(name=EMBEDDING_LAYER)(pooled)
     x, side_inputs = apply_side_fusion(pooled, side_features)
     outputs = head(x, num_classes, units=units, dropout=dropout)
     return keras.Model([inputs, *side_inputs] if side_inputs else inputs, outputs, name=name)
 
 
-__all__ = ["apply_head", "apply_side_fusion", "build_head_model"]
+__all__ = ["EMBEDDING_LAYER", "apply_head", "apply_side_fusion", "build_head_model"]
