@@ -201,7 +201,7 @@ class TrainConfig:
     unfreeze_lr_factor: float = 0.1
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     # Re-sampling per class in tf.data (SAMPLING): `balanced` draws every class equally often,
-    # `sqrt` in proportion to the square root of its training clips; an epoch keeps its length.
+    # `sqrt` in proportion to the square root of its training windows; an epoch keeps its length.
     sampling: str = "none"
     optimizer: str = "adam"
     weight_decay: float = 1e-4  # adamw only
@@ -423,6 +423,11 @@ class PipelineConfig:
         if pre.freeze_encoder and pre.method == "none" and not pre.encoder:
             raise ConfigError("pretrain.freeze_encoder needs an encoder (pretrain.method or pretrain.encoder). "
                               "Received: pretrain.method='none', pretrain.encoder=None")
+        if train.class_weight != "none" and (train.sampling != "none" or loss.name.startswith("class_balanced")):
+            raise ConfigError(f"train.class_weight would compound with train.sampling or a class-balanced loss "
+                              f"(each already corrects the imbalance): choose one. Received: train.class_weight="
+                              f"{train.class_weight!r}, train.sampling={train.sampling!r}, "
+                              f"train.loss.name={loss.name!r}")
         if distill.teacher and pre.method != "none":
             raise ConfigError(f"distillation and contrastive pretraining are separate runs. Received: "
                               f"distill.teacher={distill.teacher!r}, pretrain.method={pre.method!r}")

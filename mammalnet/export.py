@@ -57,6 +57,7 @@ def export_model(
     metrics: dict | None = None,
     parity_tolerance: float = 1e-4,
     pad_mode: str = "zero",
+    calibration: dict | None = None,
 ) -> dict:
     """Writes SavedModel, model.keras, TFLite, labels, audio.json and metrics.json; checks parity.
 
@@ -74,6 +75,10 @@ def export_model(
             probabilities against Keras.
         pad_mode: how the training pipeline filled clips shorter than a window (zero, noise,
             repeat); stored in audio.json so predict pads the same way.
+        calibration: {"temperature": T > 0, "unknown_threshold": p in [0, 1]}: predict divides
+            log-probabilities by T (temperature scaling) and calls a window "unknown" when its top
+            calibrated probability is under the threshold. Stored in audio.json; None: T = 1, no
+            unknown class.
 
     Returns:
         {'tflite_max_abs_diff', 'savedmodel_max_abs_diff', 'num_parity_examples',
@@ -89,6 +94,7 @@ def export_model(
     window_samples = _check_positive_int("window_samples", window_samples)
     waveforms = _check_parity_waveforms(parity_waveforms, window_samples)
     thresholds = _resolve_thresholds(thresholds, class_names)
+    calibration = _check_calibration(calibration)
     if not parity_tolerance >= 0:
         raise ValueError(f"parity_tolerance must be >= 0. Received: parity_tolerance={parity_tolerance}")
     model_input = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
@@ -120,6 +126,7 @@ def export_model(
             "pad_mode": pad_mode,
             "class_names": class_names,
             "thresholds": thresholds,
+            "calibration": calibration,
             "input_name": INPUT_NAME,
             "output_name": OUTPUT_NAME,
             "signature_key": SIGNATURE_KEY,
@@ -260,6 +267,18 @@ def _check_parity_waveforms(waveforms, window_samples: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("parity_waveforms contains NaN or Inf")
     return np.ascontiguousarray(arr)
+
+
+def _check_calibration(calibration) -> dict:
+    calibration = dict(calibration or {"temperature": 1.0, "unknown_threshold": 0.0})
+    if set(calibration) != {"temperature", "unknown_threshold"}:
+        raise ValueError(f"calibration must have exactly temperature and unknown_threshold. "
+                         f"Received: calibration={calibration!r}")
+    temperature, threshold = float(calibration["temperature"]), float(calibration["unknown_threshold"])
+    if not (temperature > 0 and 0 <= threshold <= 1):
+        raise ValueError(f"calibration needs temperature > 0 and unknown_threshold in [0, 1]. "
+                         f"Received: calibration={calibration!r}")
+    return {"temperature": temperature, "unknown_threshold": threshold}
 
 
 def _resolve_thresholds(thresholds, class_names) -> dict:

@@ -192,39 +192,34 @@ def clip_windows(waveform, spec: WindowSpec, seed=None):
     return windows[: spec.max_windows_per_clip]
 
 
-def build_dataset(
+def build_windows(
     manifest: pd.DataFrame,
     class_names,
     spec: WindowSpec,
     *,
-    batch_size: int,
     training: bool,
-    shuffle_buffer: int = 2048,
     seed: int = 0,
     with_clip_index: bool = False,
     cache: bool = True,
 ) -> tf.data.Dataset:
-    """Builds the window dataset for one split.
+    """The unbatched window dataset of one split: decode, resample, window, (cache).
 
     A clip's span is start_s .. end_s (end_s NaN: the end of the file; past the file: clamped to
     its duration_s). Spans longer than the windows need are read window by window, by offset (see
-    the module docstring); a clip's windows come out in time order, next to each other unless
-    training shuffles them. Noise padding is seeded by clip and offset, so cached data is the same
-    on every pass.
+    the module docstring); a clip's windows come out in time order, next to each other. Noise
+    padding is seeded by clip and offset, so cached data is the same on every pass.
 
     Args:
         manifest: rows of one split (a Manifest).
         class_names: the label vocabulary; index = integer label.
         spec: rate, windowing and padding.
-        batch_size: windows per batch.
-        training: shuffle (reads and windows) when True.
-        shuffle_buffer: windows in the shuffle buffer (training only).
+        training: shuffle the reads (clip order) with `seed` when True.
         seed: shuffle seed.
         with_clip_index: also yield the manifest row position of each window (for per-clip evaluation).
         cache: keep decoded, resampled windows in memory after the first pass.
 
     Returns:
-        Dataset of (waveform [B, window_samples] float32, label [B] int32[, clip [B] int32]).
+        Dataset of (waveform [window_samples] float32, label int32[, clip int32]).
 
     Raises:
         ValueError: a label outside class_names; a row whose sample_rate_hz or duration_s is not
@@ -248,12 +243,42 @@ def build_dataset(
     ds = ds.unbatch()
     if not with_clip_index:
         ds = ds.map(lambda w, y, c: (w, y), num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
+    return ds.cache() if cache else ds
+
+
+def batch_windows(ds: tf.data.Dataset, *, batch_size: int, training: bool, shuffle_buffer: int = 2048,
+                  seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Unbatched windows -> (shuffled when training) batches, prefetched."""
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def build_dataset(
+    manifest: pd.DataFrame,
+    class_names,
+    spec: WindowSpec,
+    *,
+    batch_size: int,
+    training: bool,
+    shuffle_buffer: int = 2048,
+    seed: int = 0,
+    with_clip_index: bool = False,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Builds the batched window dataset for one split: `build_windows` then `batch_windows`.
+
+    Training shuffles reads and windows (a clip's windows are otherwise adjacent, in time order).
+
+    Returns:
+        Dataset of (waveform [B, window_samples] float32, label [B] int32[, clip [B] int32]).
+
+    Raises:
+        ValueError: as `build_windows`.
+    """
+    ds = build_windows(manifest, class_names, spec, training=training, seed=seed, with_clip_index=with_clip_index,
+                       cache=cache)
+    return batch_windows(ds, batch_size=batch_size, training=training, shuffle_buffer=shuffle_buffer, seed=seed)
 
 
 def collect(ds: tf.data.Dataset) -> tuple[np.ndarray, ...]:

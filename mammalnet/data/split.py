@@ -240,7 +240,40 @@ def split_manifest(df: pd.DataFrame, config) -> tuple[pd.DataFrame, dict]:
     if split.group_regex:
         protocol["group_regex_unmatched_files"] = apply_group_regex(df, split.group_regex)[1]
     check_no_leak(manifest)
+    if split.train_label_fraction < 1:
+        manifest, protocol["label_fraction"] = hold_out_labels(manifest, split.train_label_fraction, seed=split.seed)
     return manifest, protocol
+
+
+def hold_out_labels(df: pd.DataFrame, fraction: float, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Keeps `fraction` of each class's training clips labelled; the rest get split "unlabelled".
+
+    Per class, max(1, round(fraction * n)) training clips keep their label, drawn with `seed`; a
+    smaller fraction keeps a subset of a larger one's clips (one permutation per class), so a
+    label-efficiency curve adds labels rather than redrawing them. Validation and test clips are
+    untouched. Unlabelled clips stay in the manifest: contrastive pretraining reads their audio.
+
+    Returns:
+        (manifest copy, {"fraction", "labelled_train_clips", "unlabelled_train_clips"}).
+
+    Raises:
+        ValueError: fraction outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1]. Received: fraction={fraction!r}")
+    out = df.copy()
+    train = out[out["split"] == "train"]
+    dropped = []
+    for label in sorted(train["label"].astype(str).unique()):
+        members = train.index[train["label"].astype(str) == label].to_numpy()
+        # one generator per class, seeded by the label: a class's draw does not depend on the others
+        rng = np.random.default_rng([seed, *label.encode("utf-8")])
+        order = rng.permutation(members.size)
+        keep = max(1, int(round(fraction * members.size)))
+        dropped.extend(members[order[keep:]])
+    out.loc[dropped, "split"] = "unlabelled"
+    return out, {"fraction": float(fraction), "labelled_train_clips": int((out["split"] == "train").sum()),
+                 "unlabelled_train_clips": len(dropped)}
 
 
 def split_counts(df: pd.DataFrame) -> pd.DataFrame:
@@ -256,5 +289,5 @@ def check_no_leak(df: pd.DataFrame) -> None:
         raise ValueError(f"{spread[spread > 1].index[0]}: the same clip is in more than one split")
 
 
-__all__ = ["assign_splits", "apply_group_regex", "split_manifest", "split_counts", "check_no_leak",
+__all__ = ["assign_splits", "apply_group_regex", "split_manifest", "split_counts", "check_no_leak", "hold_out_labels",
            "identical_audio_across_splits", "MIN_CLIPS_TO_SPLIT"]

@@ -91,8 +91,29 @@ def _roc_auc_ovr(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[float | None, 
     return float(auc), None, present.tolist()
 
 
+def minority_recall(per_class: dict, train_counts: dict[str, int] | None) -> dict:
+    """Mean recall of the rarest classes: the quarter (at least one) of the evaluated classes with the
+    fewest training clips (ties broken by name).
+
+    Args:
+        per_class: {name: {"recall", "support", ...}}; a class is evaluated when its support > 0.
+        train_counts: training clips per class name; None ranks by evaluated support instead.
+
+    Returns:
+        {"minority_recall": float or None, "minority_classes": [names], "minority_basis": str}.
+    """
+    evaluated = sorted(name for name, values in per_class.items() if values.get("support", 0) > 0)
+    basis = "training clips" if train_counts is not None else "evaluated clips (no training counts given)"
+    counts = train_counts if train_counts is not None else {n: per_class[n]["support"] for n in evaluated}
+    if not evaluated:
+        return {"minority_recall": None, "minority_classes": [], "minority_basis": basis}
+    rarest = sorted(evaluated, key=lambda n: (counts.get(n, 0), n))[:max(1, math.ceil(len(evaluated) / 4))]
+    return {"minority_recall": float(np.mean([per_class[n]["recall"] for n in rarest])),
+            "minority_classes": rarest, "minority_basis": basis}
+
+
 def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str], *,
-                    split_protocol: dict) -> dict:
+                    split_protocol: dict, train_counts: dict[str, int] | None = None) -> dict:
     """Classification metrics with scikit-learn; the prediction is ``argmax(y_prob)``.
 
     Classes absent from ``y_true`` keep a ``per_class`` entry with support 0. ``macro_f1`` averages
@@ -105,10 +126,12 @@ def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequenc
         y_prob: probabilities (or scores) [N, C].
         class_names: C names in class-index order.
         split_protocol: how the evaluated split was made; stored as given.
+        train_counts: training clips per class name, which ranks the classes for minority_recall.
 
     Returns:
         A JSON-serialisable dict: accuracy, balanced_accuracy, macro_f1, per_class
-        {name: {precision, recall, f1, support}}, roc_auc_ovr (null + roc_auc_ovr_reason when
+        {name: {precision, recall, f1, support}}, minority_recall / minority_classes (see
+        `minority_recall`), roc_auc_ovr (null + roc_auc_ovr_reason when
         < 2 classes are present), roc_auc_ovr_classes, absent_classes, confusion_matrix,
         num_examples, split_protocol, class_names.
 
@@ -139,6 +162,8 @@ def compute_metrics(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequenc
             name: {"precision": precision[k], "recall": recall[k], "f1": f1[k], "support": support[k]}
             for k, name in enumerate(names)
         },
+        **minority_recall({name: {"recall": recall[k], "support": support[k]} for k, name in enumerate(names)},
+                          train_counts),
         "roc_auc_ovr": auc,
         "roc_auc_ovr_classes": [names[k] for k in auc_classes],
         "absent_classes": [names[k] for k in all_labels if support[k] == 0],
@@ -185,7 +210,8 @@ def _save(fig, path: str) -> None:
 
 def write_report(report_dir: str | os.PathLike, *, y_true: np.ndarray, y_prob: np.ndarray,
                  class_names: Sequence[str], clip_paths: Sequence[str], split_protocol: dict,
-                 history: dict | None = None, extra: dict | None = None) -> dict:
+                 history: dict | None = None, extra: dict | None = None,
+                 train_counts: dict[str, int] | None = None) -> dict:
     """Writes the report folder of the artifacts contract.
 
     Files: ``metrics.json`` (``compute_metrics`` + ``extra``), ``confusion_matrix.png``, ``roc.png``,
@@ -202,6 +228,7 @@ def write_report(report_dir: str | os.PathLike, *, y_true: np.ndarray, y_prob: n
         split_protocol: stored in metrics.json as given.
         history: ``keras.callbacks.History.history`` (a History object also works).
         extra: keys merged into metrics.json (e.g. TFLite parity, timings); they override.
+        train_counts: training clips per class name (for minority_recall).
 
     Returns:
         The metrics dict as written to metrics.json.
@@ -209,7 +236,7 @@ def write_report(report_dir: str | os.PathLike, *, y_true: np.ndarray, y_prob: n
     Raises:
         ValueError: inputs disagree in length (see ``compute_metrics``).
     """
-    metrics = compute_metrics(y_true, y_prob, class_names, split_protocol=split_protocol)
+    metrics = compute_metrics(y_true, y_prob, class_names, split_protocol=split_protocol, train_counts=train_counts)
     y_true, y_prob, names = _check_inputs(y_true, y_prob, class_names)
     paths = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in clip_paths]
     if len(paths) != len(y_true):

@@ -138,3 +138,23 @@ class SpectrogramCallback(_ImageCallback):
             fig = plot_spectrograms(self._features(training), [t + suffix for t in self.titles],
                                     sample_rate_hz=self.sample_rate_hz)
             self._write(tag, figure_to_image(fig), step=epoch)
+
+
+class LinearWarmUp(keras.callbacks.Callback):
+    """Raises the optimizer's learning rate linearly from target/steps to `target` over `steps` batches.
+
+    For a learning rate that is a plain value (constant, or lowered by ReduceLROnPlateau); a
+    cosine schedule has its own warm-up (keras.optimizers.schedules.CosineDecay(warmup_steps=)).
+    Counts the optimizer's own iterations, so a resumed run carries on where it was.
+    """
+
+    def __init__(self, target: float, steps: int):
+        super().__init__()
+        if not target > 0 or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"need target > 0 and steps >= 1. Received: target={target}, steps={steps}")
+        self.target, self.steps = float(target), int(steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step <= self.steps:
+            self.model.optimizer.learning_rate = self.target * min(step + 1, self.steps) / self.steps

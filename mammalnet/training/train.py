@@ -20,15 +20,20 @@ from mammalnet import config as config_lib
 from mammalnet.data.confounders import confounder_audit
 from mammalnet.data.load import load_manifest
 from mammalnet.data.manifest import class_names as manifest_class_names
-from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
+from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, build_windows, collect
 from mammalnet.data.problems import SkipLog
 from mammalnet.data.split import split_counts, split_manifest
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
 from mammalnet.models.xception import BACKBONE_NAME as PRETRAINED_BACKBONE
+from mammalnet.report.calibration import fit_temperature, open_set_metrics
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
-from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
+from mammalnet.training.callbacks import ConfusionMatrixCallback, LinearWarmUp, SpectrogramCallback
+from mammalnet.training.distill import Distiller, StudentCheckpoint, load_teacher
+from mammalnet.training.encoder import encoder_from_classifier, load_encoder_into, weighted_layers
+from mammalnet.training.losses import build_loss
+from mammalnet.training.sampling import class_sampling_weights, sample_by_class
 
 
 def _generation_progress():
@@ -105,6 +110,9 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     # file or embedding folder, an unknown parameter, a frontend the family cannot read) fails now.
     build_classifier(config, 2)
     keras.utils.set_random_seed(config.train.seed)  # the real model starts from the same seeds as ever
+    for key, path in (("pretrain.encoder", config.pretrain.encoder), ("distill.teacher", config.distill.teacher)):
+        if path and not os.path.exists(path):
+            raise FileNotFoundError(f"{key}: nothing at {path}")
 
     skips = SkipLog(strict=config.data.strict)
     try:
@@ -128,31 +136,41 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     if parts["val"].empty:
         raise ValueError(f"no clip could go to validation (too few clips per class). Received: split counts "
                          f"{protocol['counts']}, train-only classes {protocol['train_only_classes']}")
-    train_ds = build_dataset(parts["train"], names, window_spec(config, training=True),
-                             batch_size=config.train.batch_size, training=True,
-                             shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
+    train_windows = build_windows(parts["train"], names, window_spec(config, training=True), training=True,
+                                  seed=config.train.seed)
     val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False,
                            with_clip_index=True, cache=False)
 
     t_prep = time.perf_counter()
     print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
     x_val, y_val, val_clips = collect(val_ds)
-    train_labels = np.concatenate([y.numpy() for _, y in train_ds])
-    # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".
+    train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
+    window_counts = np.bincount(train_labels, minlength=len(names))
     steps_per_epoch = -(-train_labels.size // config.train.batch_size)
-    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch)
     timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
     print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
-          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz", flush=True)
+          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
+          + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""), flush=True)
 
     model = build_classifier(config, len(names))
     log_dir = os.path.join(run_dir, "logs")
+    t_pre = time.perf_counter()
+    val = (x_val, y_val, val_clips, parts["val"])
+    pretrained, extra = _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log_dir, verbose)
+    timings["pretrain_s"] = time.perf_counter() - t_pre
+    if config.pretrain.method != "none" and not config.pretrain.finetune:
+        return _encoder_only_result(extra["pretrain"], run_dir, timings, t0)
+    teacher = None
+    if config.distill.teacher:
+        teacher = load_teacher(config.distill.teacher, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
+                               window_samples=config.window_samples)
     examples = _one_per_class(y_val, len(names))
     image_model = _image_frontend(model.get_layer("frontend"))
     all_callbacks = [
         keras.callbacks.TensorBoard(log_dir=log_dir),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"),
-                                        monitor="val_loss", save_best_only=True),
+        # with a teacher, fit runs a Distiller: StudentCheckpoint saves its student
+        StudentCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience,
                                       restore_best_weights=True),
         ConfusionMatrixCallback(log_dir, x_val, y_val, names),
@@ -161,9 +179,15 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         *(callbacks or []),
     ]
     class_weight = (_class_weights(train_labels, len(names)) if config.train.class_weight == "balanced" else None)
+    loss = build_loss(config.train.loss, window_counts.tolist())
+    fitted = model
+    if teacher is not None:
+        fitted = Distiller(model, teacher, temperature=config.distill.temperature, alpha=config.distill.alpha,
+                           student_loss=loss)
     t_fit = time.perf_counter()
-    history = _fit(model, config.train, train_ds, (x_val, y_val), steps_per_epoch, all_callbacks, class_weight,
-                   os.path.join(run_dir, "checkpoints"), verbose)
+    history = _fit(fitted, config.train, train_ds, (x_val, y_val), steps_per_epoch, all_callbacks, class_weight,
+                   os.path.join(run_dir, "checkpoints"), verbose, loss=loss, pretrained=pretrained,
+                   freeze_all=config.pretrain.freeze_encoder)
     timings["fit_s"] = time.perf_counter() - t_fit
     timings["epochs_run"] = len(history.get("loss", []))
 
@@ -176,9 +200,16 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     report_split = "test" if "test" in results else "val"
     y_true, y_prob, paths = results[report_split]
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
-    extra = {"val": compute_metrics(*results["val"][:2], names, split_protocol=protocol)}
+    train_counts = parts["train"]["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
+    extra["val"] = compute_metrics(*results["val"][:2], names, split_protocol=protocol, train_counts=train_counts)
+    extra["open_set"] = _open_set(results, config.open_set)
+    if teacher is not None:
+        extra["teacher"] = _teacher_metrics(teacher, config, names, protocol, train_counts, results, (x_val, val_clips),
+                                            parts, spec)
+    extra["params"] = int(model.count_params())
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
-                           clip_paths=paths, split_protocol=protocol, history=history, extra=extra)
+                           clip_paths=paths, split_protocol=protocol, history=history, extra=extra,
+                           train_counts=train_counts)
     # what recording metadata alone scores on the same split: the bar the model has to clear
     metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed)
     timings["evaluate_s"] = time.perf_counter() - t_eval
@@ -189,9 +220,13 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
                               window_samples=config.window_samples,
                               parity_waveforms=x_val[: config.export.parity_examples], metrics=metrics,
                               parity_tolerance=config.export.parity_tolerance,
-                              pad_mode=config.audio.pad_mode)
+                              pad_mode=config.audio.pad_mode,
+                              calibration={"temperature": metrics["open_set"]["temperature"],
+                                           "unknown_threshold": config.open_set.threshold})
         metrics["parity"] = parity
         timings["export_s"] = time.perf_counter() - t_export
+        if teacher is not None:
+            _teacher_vs_student(metrics, config, model_dir, os.path.join(run_dir, "report"))
     timings["total_s"] = time.perf_counter() - t0
     metrics["timings_s"] = timings
     write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
@@ -200,6 +235,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     print(f"mammalnet: {report_split} accuracy {metrics['accuracy']:.3f}, balanced accuracy "
           f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
           f"({len(y_true)} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
+    _print_recalls(metrics)
     baseline = metrics["metadata_baseline"]
     if "results" in baseline:
         meta = max(r["accuracy"] for r in baseline["results"].values())
@@ -210,15 +246,192 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     return metrics
 
 
+def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
+                      steps_per_epoch: int):
+    """Batches of training windows: shuffled, or re-sampled per class (train.sampling), one epoch =
+    steps_per_epoch batches either way."""
+    if train_config.sampling == "none":
+        ds = batch_windows(windows, batch_size=train_config.batch_size, training=True,
+                           shuffle_buffer=train_config.shuffle_buffer, seed=train_config.seed)
+        # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".
+        return ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+    weights = class_sampling_weights(window_counts, train_config.sampling)
+    ds = sample_by_class(windows, weights, seed=train_config.seed)  # endless: fit is given steps_per_epoch
+    return ds.batch(train_config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log_dir, verbose):
+    """Contrastive pretraining of the model's encoder (pretrain.method), or its weights from a saved
+    encoder (pretrain.encoder), or nothing. After pretraining, the validation clips' embeddings go to
+    TensorBoard's projector (logs/embeddings) when pretrain.embeddings.
+
+    Args:
+        val: (windows, labels, clip positions, manifest rows) of the validation split.
+
+    Returns:
+        (names of the pretrained layers (empty when none), extra metrics: {"pretrain": ...} or {}).
+    """
+    pre = config.pretrain
+    if pre.encoder:
+        layers = load_encoder_into(model, pre.encoder)
+        print(f"mammalnet: encoder weights from {pre.encoder} ({len(layers)} layers)", flush=True)
+        return layers, {"pretrain": {"encoder": os.path.abspath(pre.encoder)}}
+    if pre.method == "none":
+        return [], {}
+    from mammalnet.training.pretrain import ENCODER_FILE, pretrain_encoder, pretraining_rows
+
+    from mammalnet.report.embeddings import write_projector
+
+    encoder = encoder_from_classifier(model)
+    rows = pretraining_rows(manifest, config, skips, names)
+    x_val, y_val, val_clips, val_rows = val
+    info = pretrain_encoder(encoder, rows, names, window_spec(config, training=True), config,
+                            validation=(x_val, y_val), log_dir=os.path.join(log_dir, "pretrain"), verbose=verbose)
+    os.makedirs(model_dir, exist_ok=True)
+    info["encoder"] = os.path.abspath(os.path.join(model_dir, ENCODER_FILE))
+    encoder.save(info["encoder"])
+    print(f"mammalnet: encoder saved to {info['encoder']}", flush=True)
+    vectors, ids = aggregate_windows(encoder.predict(x_val, batch_size=config.train.batch_size, verbose=0), val_clips)
+    meta = val_rows.iloc[np.asarray(ids)][["label", "split", "path"]].reset_index(drop=True)
+    if pre.embeddings:
+        write_projector(os.path.join(log_dir, "embeddings"), vectors, meta)
+        info["projector"] = os.path.join(log_dir, "embeddings")
+    y = meta["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    info["val_clips"] = len(y)
+    if len(y) > 2:
+        # each validation clip against all the others: how well the embedding alone separates the classes
+        info["val_knn_accuracy"] = _leave_one_out_knn(vectors, y, k=min(5, len(y) - 1))
+        print(f"mammalnet: validation k-NN accuracy of the pretrained embeddings {info['val_knn_accuracy']:.3f}",
+              flush=True)
+    return sorted(weighted_layers(encoder)), {"pretrain": info}
+
+
+def _leave_one_out_knn(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Leave-one-out k-NN accuracy (cosine) of embeddings: a probe of the encoder without training."""
+    from sklearn.model_selection import LeaveOneOut, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(k, metric="cosine"), vectors, labels, cv=LeaveOneOut()).mean())
+
+
+def _encoder_only_result(pretrain: dict, run_dir: str, timings: dict, t0: float) -> dict:
+    """pretrain.finetune false: the encoder is the product. Writes report/metrics.json with the
+    pretraining record (encoder path, history, k-NN probe); returns it with "encoder" at the top."""
+    result = dict(pretrain)
+    timings["total_s"] = time.perf_counter() - t0
+    result["timings_s"] = timings
+    write_json(os.path.join(run_dir, "report", "metrics.json"), {"pretrain": result})
+    print(f"mammalnet: pretraining only (pretrain.finetune false); encoder in {result['encoder']}", flush=True)
+    return {"pretrain": result, "encoder": result["encoder"]}
+
+
+def _open_set(results: dict, open_set: config_lib.OpenSetConfig) -> dict:
+    """Temperature fitted on the validation clips (when asked and possible), then the unknown-class
+    metrics of the evaluated split at open_set.threshold."""
+    temperature, note = 1.0, "not calibrated (open_set.calibrate false)"
+    if open_set.calibrate:
+        y_val, p_val = results["val"][:2]
+        if len(y_val) >= 2:
+            temperature, note = fit_temperature(p_val, y_val), "fitted on the validation clips (NLL)"
+        else:
+            note = "not calibrated: fewer than 2 validation clips"
+    y_true, y_prob = results["test" if "test" in results else "val"][:2]
+    return {**open_set_metrics(y_true, y_prob, threshold=open_set.threshold, temperature=temperature),
+            "temperature_source": note}
+
+
+def _teacher_metrics(teacher, config, names, protocol, train_counts, results, val, parts, spec) -> dict:
+    """The teacher scored on the student's own evaluation split, plus its size."""
+    split = "test" if "test" in results else "val"
+    if split == "val":
+        windows, clips = val
+    else:
+        windows, _, clips = collect(build_dataset(parts["test"], names, spec, batch_size=config.train.batch_size,
+                                                  training=False, with_clip_index=True, cache=False))
+    y_true, probs, _ = evaluate_clips(teacher, windows, clips, parts[split], names, config.train.batch_size)
+    scored = compute_metrics(y_true, probs, names, split_protocol=protocol, train_counts=train_counts)
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "minority_classes")
+    return {"model_dir": os.path.abspath(config.distill.teacher), **{k: scored[k] for k in keep},
+            "params": int(teacher.count_params())}
+
+
+def _teacher_vs_student(metrics: dict, config, model_dir: str, report_dir: str) -> None:
+    """report/teacher_vs_student.md (and metrics["teacher_vs_student"]): quality, size and LiteRT
+    latency (batch 1, one thread) of both, on the same evaluation clips."""
+    from mammalnet.compare import tflite_latency_ms
+
+    teacher = metrics["teacher"]
+    rows = {"teacher": {**teacher, "tflite": os.path.join(config.distill.teacher, "model.tflite")},
+            "student": {**{k: metrics[k] for k in ("accuracy", "macro_f1", "minority_recall")},
+                        "params": metrics["params"], "tflite": os.path.join(model_dir, "model.tflite")}}
+    for row in rows.values():
+        path = row.pop("tflite")
+        row["tflite_bytes"] = os.path.getsize(path) if os.path.isfile(path) else None
+        row["latency_ms"] = tflite_latency_ms(path, config.window_samples) if os.path.isfile(path) else None
+    metrics["teacher_vs_student"] = rows
+    lines = ["| model | accuracy | macro-F1 | minority recall | parameters | TFLite KB | LiteRT ms/window |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        cells = [f"{row[k]:.3f}" if row.get(k) is not None else "n/a" for k in ("accuracy", "macro_f1", "minority_recall")]
+        cells.append(f"{row['params']:,}" if row.get("params") else "n/a")
+        cells.append(f"{row['tflite_bytes'] / 1024:.0f}" if row.get("tflite_bytes") else "n/a")
+        cells.append(f"{row['latency_ms']:.2f}" if row.get("latency_ms") is not None else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    with open(os.path.join(report_dir, "teacher_vs_student.md"), "w", encoding="utf-8") as f:
+        f.write(f"# teacher vs student ({metrics['split_protocol'].get('evaluated_split')} clips: "
+                f"{metrics['num_examples']})\n\nteacher: {teacher['model_dir']}\n\n" + "\n".join(lines) + "\n")
+    print("mammalnet: teacher vs student\n" + "\n".join(lines), flush=True)
+
+
+def _print_recalls(metrics: dict) -> None:
+    recalls = ", ".join(f"{name} {values['recall']:.2f}" for name, values in metrics["per_class"].items()
+                        if values["support"])
+    print(f"mammalnet: per-class recall: {recalls}", flush=True)
+    if metrics.get("minority_recall") is not None:
+        print(f"mammalnet: minority recall {metrics['minority_recall']:.3f} "
+              f"(rarest classes in training: {', '.join(metrics['minority_classes'])})", flush=True)
+    open_set = metrics.get("open_set")
+    if open_set:
+        print(f"mammalnet: unknown under calibrated confidence {open_set['threshold']} (T = "
+              f"{open_set['temperature']:.2f}): {open_set['unknown_rate']:.1%} of clips; accuracy on the rest "
+              + (f"{open_set['accuracy_accepted']:.3f}" if open_set['accuracy_accepted'] is not None else "n/a"),
+              flush=True)
+
+
 def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int, *, epochs: int | None = None,
-                   scale: float = 1.0):
-    """Constant, or cosine decay to 5% over `epochs` (default: the whole run; steadier validation in a
-    fixed budget), starting at `learning_rate * scale`."""
+                   scale: float = 1.0, warmup_epochs: int = 0):
+    """Constant / plateau (a value; warm-up by LinearWarmUp), or cosine decay to 5% over `epochs`
+    (default: the whole run; steadier validation in a fixed budget) after a linear warm-up over
+    `warmup_epochs`, peaking at `learning_rate * scale`."""
     initial = train_config.learning_rate * scale
-    if train_config.lr_schedule == "constant":
+    if train_config.lr_schedule != "cosine":
         return initial
     epochs = train_config.epochs if epochs is None else epochs
-    return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs, alpha=0.05)
+    if not warmup_epochs:
+        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs, alpha=0.05)
+    warmup = steps_per_epoch * warmup_epochs
+    return keras.optimizers.schedules.CosineDecay(initial / warmup, decay_steps=steps_per_epoch * epochs - warmup,
+                                                  alpha=0.05, warmup_target=initial, warmup_steps=warmup)
+
+
+def _optimizer(train_config: config_lib.TrainConfig, learning_rate):
+    clip = {"global_clipnorm": train_config.clipnorm} if train_config.clipnorm else {}
+    if train_config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay, **clip)
+    return keras.optimizers.Adam(learning_rate, **clip)
+
+
+def _schedule_callbacks(train_config: config_lib.TrainConfig, steps_per_epoch: int, scale: float,
+                        warmup_epochs: int) -> list:
+    """LinearWarmUp and ReduceLROnPlateau for the value learning rates (constant, plateau)."""
+    found = []
+    peak = train_config.learning_rate * scale
+    if train_config.lr_schedule != "cosine" and warmup_epochs:
+        found.append(LinearWarmUp(peak, steps_per_epoch * warmup_epochs))
+    if train_config.lr_schedule == "plateau":
+        found.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train_config.plateau_factor,
+                                                       patience=train_config.plateau_patience, min_lr=peak * 1e-3))
+    return found
 
 
 def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:
@@ -234,42 +447,60 @@ def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:
 
 
 def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, steps_per_epoch, callbacks,
-         class_weight, checkpoint_dir, verbose) -> dict:
-    """model.fit, in two phases when train.frozen_epochs > 0: the pretrained backbone frozen, then
+         class_weight, checkpoint_dir, verbose, *, loss="sparse_categorical_crossentropy",
+         pretrained: list[str] = (), freeze_all: bool = False) -> dict:
+    """model.fit, in two phases when train.frozen_epochs > 0: the pretrained part frozen, then
     unfrozen (its BatchNorm layers kept in inference mode, as fine-tuning guides advise for small
-    datasets) at learning_rate * unfreeze_lr_factor. Early stopping in the frozen phase still moves
+    datasets) at learning_rate * unfreeze_lr_factor. The pretrained part is the layers named in
+    `pretrained` (an encoder from contrastive pretraining), else xception's `pretrained_backbone`;
+    `freeze_all` keeps it frozen for the whole run. Early stopping in the frozen phase still moves
     on to the unfrozen one. Each phase has its own BackupAndRestore folder, so a run killed in the
     second phase repeats the first (from scratch) and then resumes the second where it stopped.
+    A Distiller (distill.teacher) is compiled with its optimizer only: it computes its own loss.
 
     Returns:
         the merged history dict (metric -> per-epoch list).
 
     Raises:
-        ValueError: train.frozen_epochs > 0 for a model without a `pretrained_backbone`.
+        ValueError: train.frozen_epochs > 0 for a model with nothing pretrained.
     """
+    distiller = isinstance(model, Distiller)
+    network = model.student if distiller else model
+    if pretrained:
+        by_name = weighted_layers(network)
+        frozen_part = [by_name[name] for name in pretrained]
+    else:
+        backbone = find_pretrained_backbone(network)
+        frozen_part = [backbone] if backbone is not None else []
     frozen = train_config.frozen_epochs
-    backbone = find_pretrained_backbone(model)
-    if frozen and backbone is None:
-        raise ValueError(f"train.frozen_epochs needs a family with a {PRETRAINED_BACKBONE!r} (xception). "
-                         f"Received: train.frozen_epochs={frozen}, model {model.name!r}")
+    if (frozen or freeze_all) and not frozen_part:
+        raise ValueError(f"train.frozen_epochs needs something pretrained: a family with a {PRETRAINED_BACKBONE!r} "
+                         f"(xception) or pretrain.method / pretrain.encoder. Received: "
+                         f"train.frozen_epochs={frozen}, model {network.name!r}")
     phases = [(0, train_config.epochs, 1.0, "backup")]
-    if frozen:
+    if frozen and not freeze_all:
         phases = [(0, frozen, 1.0, "backup_frozen"),
                   (frozen, train_config.epochs, train_config.unfreeze_lr_factor, "backup")]
     history: dict = {}
     for index, (start, end, scale, backup) in enumerate(phases):
-        if frozen:
-            backbone.trainable = index > 0
-            for layer in backbone.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(train_config, steps_per_epoch,
-                                                                     epochs=end - start, scale=scale)),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        if frozen or freeze_all:
+            for part in frozen_part:
+                part.trainable = index > 0 and not freeze_all
+                for layer in ([part] if not isinstance(part, keras.Model) else part.layers):
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.trainable = False
+        warmup = train_config.warmup_epochs if index == 0 else 0
+        optimizer = _optimizer(train_config, _learning_rate(train_config, steps_per_epoch, epochs=end - start,
+                                                            scale=scale, warmup_epochs=min(warmup, end - start - 1)))
+        if distiller:
+            model.compile(optimizer=optimizer)
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         result = model.fit(train_ds, validation_data=validation, initial_epoch=start, epochs=end,
-                           class_weight=class_weight, verbose=verbose, shuffle=False,  # the dataset shuffles itself
+                           steps_per_epoch=steps_per_epoch, class_weight=class_weight, verbose=verbose,
+                           shuffle=False,  # the dataset shuffles itself
                            callbacks=[keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, backup)),
-                                      *callbacks])
+                                      *_schedule_callbacks(train_config, steps_per_epoch, scale, warmup), *callbacks])
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
     return history
