@@ -24,9 +24,11 @@ import numpy as np
 
 from mammalnet.audio.io import AudioError, audio_info, read_audio
 from mammalnet.cli import positive_float, positive_int
+from mammalnet.report.calibration import apply_temperature
 
 # Windows decoded, resampled and run through the model at a time: bounds memory on hours-long files.
 _BLOCK_WINDOWS = 64
+UNKNOWN = "unknown"  # the prediction for a file under the export's calibrated unknown_threshold
 
 
 class ModelDirError(ValueError):
@@ -127,8 +129,12 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
 
     Returns:
         One dict per path, in order: {'file', 'num_windows', 'top_k': [{'label', 'probability'}],
-        'error'}; 'error' is None on success, else a message naming the file (then
-        num_windows is 0 and top_k is empty).
+        'prediction', 'confidence', 'error'}. top_k holds the mean window probabilities.
+        'prediction' is the top class, or "unknown" when its calibrated probability
+        ('confidence': the mean probabilities at audio.json's calibration temperature) is under
+        the calibration's unknown_threshold (exports without a calibration: T = 1, no unknown).
+        'error' is None on success, else a message naming the file (then num_windows is 0, top_k
+        is empty and prediction is None).
 
     Raises:
         ValueError: bad top_k, hop_s or block_windows. ModelDirError: unusable model folder.
@@ -144,6 +150,7 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
     hop_samples = int(audio["window_samples"]) if hop_s is None else max(1, round(hop_s * rate))
     names = list(audio["class_names"])
     k = min(top_k, len(names))
+    calibration = audio.get("calibration") or {"temperature": 1.0, "unknown_threshold": 0.0}
 
     results = []
     for path in paths:
@@ -151,28 +158,35 @@ def predict_files(model_dir, paths, *, top_k: int = 3, hop_s: float | None = Non
         try:
             mean_probs, num_windows = _predict_file(model, path, audio, hop_samples, block_windows)
         except AudioError as err:
-            results.append({"file": path, "num_windows": 0, "top_k": [], "error": str(err)})
+            results.append({"file": path, "num_windows": 0, "top_k": [], "prediction": None, "error": str(err)})
             continue
         except Exception as err:  # a batch job reports the file and goes on
-            results.append({"file": path, "num_windows": 0, "top_k": [],
+            results.append({"file": path, "num_windows": 0, "top_k": [], "prediction": None,
                             "error": f"{path}: {type(err).__name__}: {err}"})
             continue
         order = np.argsort(-mean_probs, kind="stable")[:k]
+        calibrated = apply_temperature(mean_probs[None, :], calibration["temperature"])[0]
+        confidence = float(calibrated.max())
         results.append({
             "file": path,
             "num_windows": int(num_windows),
             "top_k": [{"label": names[i], "probability": float(mean_probs[i])} for i in order],
+            "prediction": (names[int(calibrated.argmax())] if confidence >= calibration["unknown_threshold"]
+                           else UNKNOWN),
+            "confidence": confidence,
             "error": None,
         })
     return results
 
 
 def format_table(results: list[dict]) -> str:
-    """Table with one row per (file, rank): file, rank, species, probability."""
-    rows = [(r["file"], str(rank), item["label"], f"{item['probability']:.4f}")
+    """Table with one row per (file, rank): file, rank, species, probability; the first row of a
+    file also gives its prediction (the top species, or "unknown") and calibrated confidence."""
+    rows = [(r["file"], str(rank), item["label"], f"{item['probability']:.4f}",
+             f"{r['prediction']} ({r['confidence']:.2f})" if rank == 1 else "")
             for r in results if r["error"] is None
             for rank, item in enumerate(r["top_k"], start=1)]
-    header = ("file", "rank", "species", "probability")
+    header = ("file", "rank", "species", "probability", "prediction")
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -181,8 +195,10 @@ def format_table(results: list[dict]) -> str:
 
 
 def format_json(results: list[dict]) -> str:
-    """JSON list of {file, num_windows, top_k: [{label, probability}]} for the files that ran."""
-    ok = [{k: r[k] for k in ("file", "num_windows", "top_k")} for r in results if r["error"] is None]
+    """JSON list of {file, num_windows, top_k: [{label, probability}], prediction, confidence} for the
+    files that ran."""
+    ok = [{k: r[k] for k in ("file", "num_windows", "top_k", "prediction", "confidence")}
+          for r in results if r["error"] is None]
     return json.dumps(ok, indent=2)
 
 

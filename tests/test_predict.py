@@ -84,7 +84,7 @@ def test_broken_file_is_reported_and_others_still_run(model_dir, audio_files, ca
     results = json.loads(captured.out)
     assert [r["file"] for r in results] == [str(audio_files["one"]), str(audio_files["stereo"])]
     for r in results:
-        assert set(r) == {"file", "num_windows", "top_k"} and r["num_windows"] == 1
+        assert set(r) == {"file", "num_windows", "top_k", "prediction", "confidence"} and r["num_windows"] == 1
         assert len(r["top_k"]) == 1 and 0.0 <= r["top_k"][0]["probability"] <= 1.0
 
 
@@ -92,7 +92,7 @@ def test_table_output_and_exit_zero(model_dir, audio_files, capsys):
     rc = main([str(model_dir), str(audio_files["one"]), "--top-k", "3"])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
-    assert out[0].split() == ["file", "rank", "species", "probability"]
+    assert out[0].split() == ["file", "rank", "species", "probability", "prediction"]
     assert len(out) == 1 + 3
     assert [line.split()[1] for line in out[1:]] == ["1", "2", "3"]
 
@@ -190,3 +190,25 @@ def test_pad_mode_comes_from_audio_json(model_dir, audio_files, tmp_path, capsys
     np.testing.assert_allclose(_probabilities(results["zero"]), _probabilities(default), atol=1e-6)
     # 2.5 s: the third window is half padding, so the mode shows in the mean.
     assert np.abs(_probabilities(results["repeat"]) - _probabilities(default)).max() > 1e-4
+
+
+def test_calibration_in_audio_json_gives_the_unknown_prediction(model_dir, audio_files, tmp_path):
+    import shutil
+
+    from mammalnet.report.calibration import apply_temperature
+
+    (plain,) = predict_files(model_dir, [audio_files["long"]], top_k=len(CLASSES))
+    assert plain["prediction"] == plain["top_k"][0]["label"]  # no calibration: T = 1, never unknown
+    assert plain["confidence"] == pytest.approx(plain["top_k"][0]["probability"], abs=1e-6)
+    copy = tmp_path / "calibrated"
+    shutil.copytree(model_dir, copy)
+    audio = json.loads((copy / "audio.json").read_text())
+    probs = np.array([[next(t["probability"] for t in plain["top_k"] if t["label"] == c) for c in CLASSES]])
+    soft = float(apply_temperature(probs, 4.0).max())
+    for threshold, expected in ((soft - 1e-3, plain["prediction"]), (soft + 1e-3, "unknown")):
+        (copy / "audio.json").write_text(json.dumps(
+            {**audio, "calibration": {"temperature": 4.0, "unknown_threshold": threshold}}))
+        (result,) = predict_files(copy, [audio_files["long"]], top_k=1)
+        assert result["prediction"] == expected
+        assert result["confidence"] == pytest.approx(soft, abs=1e-6)
+        assert result["top_k"][0]["probability"] == pytest.approx(plain["top_k"][0]["probability"])
