@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from mammalnet import config as config_lib
 from mammalnet.compare import count_flops, main as compare_main, model_configs, reusable, tflite_latency_ms
-from mammalnet.report.compare_report import (markdown_report, markdown_table, minority_class, split_fingerprint,
+from mammalnet.report.compare_report import (markdown_report, markdown_table, split_fingerprint,
                                              train_clip_counts, worst_class)
 from tests.test_fit import TINY
 
@@ -101,14 +101,11 @@ def test_fft_is_estimated_and_ops_without_statistics_are_listed():
 # ------------------------------------------------------------------------------------------ table helpers
 
 
-def test_minority_class_is_the_fewest_training_clips_among_evaluated_classes():
-    counts = {"blue": 10, "fin": 3, "humpback": 3, "minke": 1}
+def test_worst_class_is_the_lowest_recall_among_evaluated_classes():
     per_class = {"blue": {"recall": 0.9, "support": 5}, "fin": {"recall": 0.5, "support": 2},
                  "humpback": {"recall": 0.25, "support": 4}, "minke": {"recall": 0.0, "support": 0}}
-    # minke has the fewest training clips but no test clip (train-only): fin and humpback tie, fin first
-    assert minority_class(counts, per_class) == ("fin", 0.5)
     assert worst_class(per_class) == ("humpback", 0.25)
-    assert minority_class({"a": 1}, {"a": {"recall": 1.0, "support": 0}}) == (None, None)
+    assert worst_class({"a": {"recall": 1.0, "support": 0}}) == (None, None)
 
 
 def test_train_clip_counts_and_split_fingerprint():
@@ -150,7 +147,7 @@ def test_markdown_report_states_split_baseline_minority_and_warns_on_differences
                            flops_method="FLOPS", latency_method="LATENCY")
     assert "`python -m mammalnet.compare x`" in text and "train 70 / val 15 / test 15" in text
     assert "same split (fingerprint `abc`)" in text and "accuracy **0.300**" in text
-    assert "minority class is **fin** (3 training clips)" in text and "WARNING" not in text
+    assert "minority classes are **fin** (3 training clips)" in text and "WARNING" not in text
     changed = _row("b", split_fingerprint="def", config={"name": "p-b", "train": {"epochs": 9}})
     text = markdown_report([_row("a"), changed], pipeline="p", command="c", flops_method="F", latency_method="L")
     assert "not all trained on the same split" in text and "`train.epochs`: a 5, b 9" in text

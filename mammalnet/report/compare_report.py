@@ -1,9 +1,9 @@
 """The tables and the plot of `python -m mammalnet.compare`: one row per model, from its metrics.json.
 
 Definitions used in every table:
-    minority class    the class with the fewest TRAINING clips in the split (ties: first by name),
-                      among the classes present in the evaluated split (a train-only class has no
-                      recall); its recall is "minority recall".
+    minority classes  the quarter (at least one) of the classes present in the evaluated split with
+                      the fewest TRAINING clips (ties: first by name; mammalnet.report.metrics.
+                      minority_recall); their mean recall is "minority recall".
     worst recall      the lowest per-class recall over the classes present in the evaluated split.
 """
 
@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mammalnet.report.metrics import write_json
+from mammalnet.report.metrics import minority_recall, write_json
 
 # (key, heading, format) of the markdown table, in order; csv columns are CSV_COLUMNS.
 MD_COLUMNS = (
@@ -54,25 +54,6 @@ def train_clip_counts(manifest: pd.DataFrame) -> dict[str, int]:
     return {name: int(counts.get(name, 0)) for name in labels}
 
 
-def minority_class(train_counts: dict[str, int], per_class: dict) -> tuple[str | None, float | None]:
-    """The class with the fewest training clips among those evaluated, and its recall.
-
-    Args:
-        train_counts: training clips per class name.
-        per_class: metrics.json "per_class": {name: {"recall", "support", ...}}; support is the
-            number of evaluated clips.
-
-    Returns:
-        (class name, recall), or (None, None) when no class of `train_counts` was evaluated.
-        Ties in training clips go to the first name in sorted order.
-    """
-    evaluated = [name for name in sorted(train_counts) if per_class.get(name, {}).get("support", 0) > 0]
-    if not evaluated:
-        return None, None
-    name = min(evaluated, key=lambda n: (train_counts[n], n))
-    return name, float(per_class[name]["recall"])
-
-
 def worst_class(per_class: dict) -> tuple[str | None, float | None]:
     """The evaluated class (support > 0) with the lowest recall (ties: first by name)."""
     evaluated = sorted(name for name, values in per_class.items() if values.get("support", 0) > 0)
@@ -94,7 +75,7 @@ def metrics_row(metrics: dict, manifest: pd.DataFrame) -> dict:
     """The quality and training columns of one model from its metrics.json and split manifest."""
     counts = train_clip_counts(manifest)
     per_class = metrics.get("per_class", {})
-    minority, minority_recall = minority_class(counts, per_class)
+    minority = minority_recall(per_class, counts)
     worst, worst_recall = worst_class(per_class)
     timings = metrics.get("timings_s", {})
     protocol = metrics.get("split_protocol", {})
@@ -102,9 +83,9 @@ def metrics_row(metrics: dict, manifest: pd.DataFrame) -> dict:
         "accuracy": metrics.get("accuracy"),
         "balanced_accuracy": metrics.get("balanced_accuracy"),
         "macro_f1": metrics.get("macro_f1"),
-        "minority_class": minority,
-        "minority_train_clips": counts.get(minority) if minority is not None else None,
-        "minority_recall": minority_recall,
+        "minority_class": ", ".join(minority["minority_classes"]) or None,
+        "minority_train_clips": ", ".join(str(counts[n]) for n in minority["minority_classes"]) or None,
+        "minority_recall": minority["minority_recall"],
         "worst_class": worst,
         "worst_recall": worst_recall,
         "tflite_bytes": metrics.get("parity", {}).get("tflite_bytes"),
@@ -244,14 +225,14 @@ def markdown_report(rows: Sequence[dict], *, pipeline: str, command: str, flops_
     minorities = {(r.get("minority_class"), r.get("minority_train_clips")) for r in ok}
     if len(minorities) == 1:
         name, clips = minorities.pop()
-        minority_text = f"the minority class is **{name}** ({clips} training clips)"
+        minority_text = f"the minority classes are **{name}** ({clips} training clips)"
     else:
         minority_text = "per model: " + ", ".join(
             f"{r['label']}: {r.get('minority_class')} ({r.get('minority_train_clips')} clips)" for r in ok)
     worst = ", ".join(f"{r['label']}: {r.get('worst_class')}" for r in ok) or "-"
     parts += [
-        "1. Minority recall: recall of the class with the fewest *training* clips in the split, among "
-        f"the classes present in the evaluated split; {minority_text}.",
+        "1. Minority recall: mean recall of the quarter (at least one) of the classes present in the evaluated "
+        f"split with the fewest *training* clips; {minority_text}.",
         f"2. Worst recall: the lowest per-class recall on the evaluated split (class per model: {worst}).",
         "3. Params: trainable parameters of the whole classifier (frontend constants and batch-norm "
         "moving statistics excluded; both are in compare.csv as params_total).",
@@ -329,6 +310,6 @@ def write_outputs(out_dir: str | os.PathLike, rows: Sequence[dict], *, pipeline:
     return paths
 
 
-__all__ = ["CSV_COLUMNS", "MD_COLUMNS", "markdown_report", "markdown_table", "metrics_row", "minority_class",
+__all__ = ["CSV_COLUMNS", "MD_COLUMNS", "markdown_report", "markdown_table", "metrics_row",
            "plot_comparison", "split_fingerprint", "train_clip_counts", "worst_class", "write_csv",
            "write_outputs"]

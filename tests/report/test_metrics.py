@@ -198,3 +198,20 @@ def test_write_report_rejects_misaligned_paths(tmp_path):
     with pytest.raises(ValueError, match="clip_paths"):
         write_report(tmp_path, y_true=[0, 1], y_prob=np.eye(2), class_names=["a", "b"],
                      clip_paths=["only-one"], split_protocol={})
+
+
+def test_minority_recall_is_the_mean_over_the_rarest_quarter_of_evaluated_classes():
+    from mammalnet.report.metrics import minority_recall
+
+    per_class = {"blue": {"recall": 0.9, "support": 5}, "fin": {"recall": 0.5, "support": 2},
+                 "humpback": {"recall": 0.25, "support": 4}, "minke": {"recall": 0.0, "support": 0},
+                 "sei": {"recall": 1.0, "support": 3}, "sperm": {"recall": 0.75, "support": 3}}
+    counts = {"blue": 10, "fin": 3, "humpback": 3, "minke": 1, "sei": 8, "sperm": 2}
+    # minke has the fewest training clips but no evaluated clip; 5 evaluated -> the rarest 2: sperm, fin
+    found = minority_recall(per_class, counts)
+    assert found["minority_classes"] == ["sperm", "fin"] and found["minority_recall"] == pytest.approx(0.625)
+    assert minority_recall(per_class, None)["minority_classes"] == ["fin", "sei"]  # by evaluated support
+    assert minority_recall({"a": {"recall": 1.0, "support": 0}}, {"a": 1})["minority_recall"] is None
+    y_true, probs = np.array([0, 0, 1, 2]), np.eye(3)[[0, 1, 1, 2]]
+    metrics = compute_metrics(y_true, probs, ["a", "b", "c"], split_protocol={}, train_counts={"a": 5, "b": 9, "c": 7})
+    assert metrics["minority_classes"] == ["a"] and metrics["minority_recall"] == pytest.approx(0.5)
