@@ -200,9 +200,11 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     report_split = "test" if "test" in results else "val"
     y_true, y_prob, paths = results[report_split]
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
-    train_counts = parts["train"]["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
+    # ranked by all training-split clips, labelled or not: the same "rarest" classes at any label fraction
+    pool = manifest[manifest["split"].isin(["train", "unlabelled"])]
+    train_counts = pool["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
     extra["val"] = compute_metrics(*results["val"][:2], names, split_protocol=protocol, train_counts=train_counts)
-    extra["open_set"] = _open_set(results, config.open_set)
+    extra["open_set"] = _open_set(results, config.open_set, names)
     if teacher is not None:
         extra["teacher"] = _teacher_metrics(teacher, config, names, protocol, train_counts, results, (x_val, val_clips),
                                             parts, spec)
@@ -325,7 +327,7 @@ def _encoder_only_result(pretrain: dict, run_dir: str, timings: dict, t0: float)
     return {"pretrain": result, "encoder": result["encoder"]}
 
 
-def _open_set(results: dict, open_set: config_lib.OpenSetConfig) -> dict:
+def _open_set(results: dict, open_set: config_lib.OpenSetConfig, class_names) -> dict:
     """Temperature fitted on the validation clips (when asked and possible), then the unknown-class
     metrics of the evaluated split at open_set.threshold."""
     temperature, note = 1.0, "not calibrated (open_set.calibrate false)"
@@ -336,7 +338,8 @@ def _open_set(results: dict, open_set: config_lib.OpenSetConfig) -> dict:
         else:
             note = "not calibrated: fewer than 2 validation clips"
     y_true, y_prob = results["test" if "test" in results else "val"][:2]
-    return {**open_set_metrics(y_true, y_prob, threshold=open_set.threshold, temperature=temperature),
+    return {**open_set_metrics(y_true, y_prob, threshold=open_set.threshold, temperature=temperature,
+                               class_names=class_names),
             "temperature_source": note}
 
 
