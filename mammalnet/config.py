@@ -187,6 +187,10 @@ class LossConfig:
 @dataclasses.dataclass
 class TrainConfig:
     epochs: int = 12
+    # Batches per epoch; None: one pass over the training windows. Set, the windows repeat (or are
+    # re-sampled) as needed: every run gets the same number of gradient steps whatever its data size
+    # (label-efficiency studies: 1% of the labels is otherwise a step or two per epoch).
+    steps_per_epoch: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
@@ -400,6 +404,9 @@ class PipelineConfig:
                               f"Received: train.warmup_epochs={train.warmup_epochs}")
         if train.clipnorm is not None and not train.clipnorm > 0:
             raise ConfigError(f"train.clipnorm must be positive or null. Received: train.clipnorm={train.clipnorm}")
+        if train.steps_per_epoch is not None and train.steps_per_epoch < 1:
+            raise ConfigError(f"train.steps_per_epoch must be positive or null. Received: "
+                              f"train.steps_per_epoch={train.steps_per_epoch}")
         if train.plateau_patience < 0:
             raise ConfigError(f"train.plateau_patience must be >= 0. Received: "
                               f"train.plateau_patience={train.plateau_patience}")

@@ -146,7 +146,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     x_val, y_val, val_clips = collect(val_ds)
     train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
     window_counts = np.bincount(train_labels, minlength=len(names))
-    steps_per_epoch = -(-train_labels.size // config.train.batch_size)
+    steps_per_epoch = config.train.steps_per_epoch or -(-train_labels.size // config.train.batch_size)
     train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch)
     timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
     print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
@@ -250,9 +250,12 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
 
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
                       steps_per_epoch: int):
-    """Batches of training windows: shuffled, or re-sampled per class (train.sampling), one epoch =
-    steps_per_epoch batches either way."""
+    """Batches of training windows: shuffled, or re-sampled per class (train.sampling); one epoch is
+    steps_per_epoch batches: a pass over the windows, or train.steps_per_epoch when set."""
     if train_config.sampling == "none":
+        if train_config.steps_per_epoch:  # endless, in passes over the windows; fit counts the steps
+            return batch_windows(windows.repeat(), batch_size=train_config.batch_size, training=True,
+                                 shuffle_buffer=train_config.shuffle_buffer, seed=train_config.seed)
         ds = batch_windows(windows, batch_size=train_config.batch_size, training=True,
                            shuffle_buffer=train_config.shuffle_buffer, seed=train_config.seed)
         # unbatch() hides the size; Keras needs it to run whole epochs without "ran out of data".

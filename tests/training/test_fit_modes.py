@@ -107,3 +107,23 @@ def test_settings_that_cannot_go_together_are_config_errors(tone_folder):
         tiny_config(tone_folder, "pretrain.freeze_encoder=true").validate()
     with pytest.raises(ConfigError, match="train.loss.name"):
         tiny_config(tone_folder, "train.loss.name=dice").validate()
+    with pytest.raises(ConfigError, match="would compound"):
+        tiny_config(tone_folder, "train.class_weight=balanced", "train.sampling=sqrt").validate()
+
+
+def test_steps_per_epoch_fixes_the_gradient_steps_whatever_the_labels(tone_folder, tmp_path):
+    from mammalnet.training.callbacks import LinearWarmUp
+
+    steps = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    config = tiny_config(tone_folder, "split.train_label_fraction=0.2", "train.steps_per_epoch=7",
+                         "export.enabled=false")
+    train(config, tmp_path, verbose=0, callbacks=[Count()])
+    # 3 labelled clips (a few windows: one batch) still train 7 steps an epoch
+    assert steps == [7 * (k + 1) for k in range(len(steps))] and len(steps) >= 2
+    with pytest.raises(ValueError, match="steps >= 1"):
+        LinearWarmUp(1e-3, 0)
