@@ -382,11 +382,9 @@ def _takes_dropout(family: str) -> bool:
 
 
 def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    from mammalnet.report.metrics import read_json
+
+    return read_json(path)
 
 
 def reusable(out_dir: str, label: str, config) -> bool:

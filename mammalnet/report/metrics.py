@@ -204,6 +204,15 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
         f.write("\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in `path`, or None when the file is missing, unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _save(fig, path: str) -> None:
     fig.savefig(path, dpi=110)
 
