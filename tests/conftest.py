@@ -31,10 +31,8 @@ def tone_clip(freq_hz: float, sample_rate_hz: int, duration_s: float, *, seed: i
     return (0.5 * np.sin(2 * np.pi * freq_hz * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
 
 
-@pytest.fixture
-def tone_folder(tmp_path) -> pathlib.Path:
-    """<tmp>/<label>/*.wav: three classes of tones at mixed sample rates and lengths."""
-    root = tmp_path / "tones"
+def write_tone_folder(root: pathlib.Path) -> pathlib.Path:
+    """<root>/<label>/*.wav: three classes of tones at mixed sample rates and lengths."""
     classes = {"low": 300.0, "mid": 1200.0, "high": 2800.0}
     rates = (8000, 16000, 11025)
     for c, (label, freq) in enumerate(classes.items()):
@@ -44,6 +42,12 @@ def tone_folder(tmp_path) -> pathlib.Path:
             duration = 0.6 + 0.4 * (i % 4)
             sf.write(root / label / f"{label}_{i}.wav", tone_clip(freq, rate, duration, seed=10 * c + i), rate)
     return root
+
+
+@pytest.fixture
+def tone_folder(tmp_path) -> pathlib.Path:
+    """<tmp>/tones/<label>/*.wav: three classes of tones at mixed sample rates and lengths."""
+    return write_tone_folder(tmp_path / "tones")
 
 
 def realdata(name: str) -> pathlib.Path:

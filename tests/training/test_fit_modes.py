@@ -1,5 +1,7 @@
 """fit end to end with the few-label / rare-species settings: imbalance losses and class re-sampling,
-label fractions, SimCLR pretraining and fine-tuning from the saved encoder, distillation, open set."""
+label fractions and fixed steps, SimCLR pretraining and fine-tuning from the saved encoder,
+distillation, the calibrated unknown class. Expensive runs (a pretraining, a teacher) are shared by
+the tests of this module."""
 
 import json
 
@@ -11,58 +13,93 @@ import pytest
 from mammalnet.config import ConfigError
 from mammalnet.training.encoder import weighted_layers
 from mammalnet.training.train import train
-from tests.test_fit import tiny_config
+from tests.conftest import write_tone_folder
+from mammalnet.fit import parse_args, resolve_config
+from tests.test_fit import TINY
 
 PRETRAIN = ["pretrain.epochs=2", "pretrain.batch_size=16", "pretrain.projection_units=[32, 16]",
             "pretrain.max_shift_s=0.1"]
 
 
-def _read(path):
-    return json.loads(path.read_text())
+def tiny_config(data_dir, *extra, epochs=2):
+    """tests.test_fit's tiny pipeline, at `epochs` (most checks here need a run, not a good model)."""
+    sets = sum((["--set", s] for s in TINY + list(extra)), [])
+    return resolve_config(parse_args(["--data", str(data_dir), "--epochs", str(epochs), *sets]))
 
 
-def test_focal_loss_balanced_sampling_and_the_open_set_report(tone_folder, tmp_path):
-    config = tiny_config(tone_folder, "train.loss.name=class_balanced_focal", "train.sampling=balanced",
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    return write_tone_folder(tmp_path_factory.mktemp("fit_modes") / "tones")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tones, tmp_path_factory):
+    """(workdir, train()'s result) of a SimCLR pretraining-only run named `pre`."""
+    workdir = tmp_path_factory.mktemp("pretrained")
+    result = train(tiny_config(tones, "name=pre", "pretrain.method=simclr", "pretrain.finetune=false", *PRETRAIN),
+                   workdir, verbose=0)
+    return workdir, result
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tones, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("teacher")
+    train(tiny_config(tones, "name=teacher"), workdir, verbose=0)
+    return workdir / "saved_models" / "teacher"
+
+
+def test_focal_loss_balanced_sampling_and_the_open_set_report(tones, tmp_path):
+    config = tiny_config(tones, "train.loss.name=class_balanced_focal", "train.sampling=balanced",
                          "train.optimizer=adamw", "train.warmup_epochs=1", "train.clipnorm=1.0",
-                         "train.lr_schedule=plateau", "open_set.threshold=0.6")
+                         "train.lr_schedule=plateau", "open_set.threshold=0.6", epochs=3)
     metrics = train(config, tmp_path, verbose=0)
     assert 0 <= metrics["minority_recall"] <= 1 and len(metrics["minority_classes"]) == 1
     open_set = metrics["open_set"]
     assert open_set["threshold"] == 0.6 and open_set["temperature"] > 0
-    assert 0 <= open_set["unknown_rate"] <= 1
-    assert metrics["timings_s"]["epochs_run"] >= 1
-    audio = _read(tmp_path / "saved_models" / "tiny" / "audio.json")
+    assert 0 <= open_set["unknown_rate"] <= 1 and set(open_set["per_class_unknown_rate"]) == {"high", "low", "mid"}
+    audio = json.loads((tmp_path / "saved_models" / "tiny" / "audio.json").read_text())
     assert audio["calibration"] == {"temperature": pytest.approx(open_set["temperature"]), "unknown_threshold": 0.6}
     # the compiled loss travels with model.keras
     saved = keras.saving.load_model(tmp_path / "saved_models" / "tiny" / "model.keras", compile=True)
     assert type(saved.loss).__name__ == "SparseWeightedLoss" and saved.loss.gamma == 2.0
 
 
-def test_label_fraction_keeps_one_clip_per_class_and_marks_the_rest_unlabelled(tone_folder, tmp_path):
-    metrics = train(tiny_config(tone_folder, "split.train_label_fraction=0.01", "train.epochs=1",
-                                "export.enabled=false"), tmp_path, verbose=0)
+def test_label_fraction_and_fixed_steps_per_epoch(tones, tmp_path):
+    steps = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    metrics = train(tiny_config(tones, "split.train_label_fraction=0.01", "train.steps_per_epoch=7",
+                                "export.enabled=false"), tmp_path, verbose=0, callbacks=[Count()])
     manifest = pd.read_csv(tmp_path / "runs" / "tiny" / "manifest.csv")
     labelled = manifest[manifest["split"] == "train"]
-    assert sorted(labelled["label"]) == ["high", "low", "mid"]
+    assert sorted(labelled["label"]) == ["high", "low", "mid"]  # one clip per class is left labelled
     assert (manifest["split"] == "unlabelled").sum() == metrics["split_protocol"]["label_fraction"][
         "unlabelled_train_clips"] > 0
+    # three labelled clips (one batch of windows) still train 7 steps an epoch
+    assert steps == [7, 14]
 
 
-def test_simclr_encoder_then_frozen_fine_tuning_from_it(tone_folder, tmp_path):
-    pre = train(tiny_config(tone_folder, "name=pre", "pretrain.method=simclr", "pretrain.finetune=false", *PRETRAIN),
-                tmp_path, verbose=0)
-    encoder_path = tmp_path / "saved_models" / "pre" / "encoder.keras"
-    assert pre["encoder"] == str(encoder_path) and encoder_path.is_file()
-    history = pre["pretrain"]["history"]
+def test_simclr_encoder_artifacts(pretrained):
+    workdir, result = pretrained
+    encoder_path = workdir / "saved_models" / "pre" / "encoder.keras"
+    assert result["encoder"] == str(encoder_path) and encoder_path.is_file()
+    history = result["pretrain"]["history"]
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all() and "val_loss" in history
-    projector = tmp_path / "runs" / "pre" / "logs" / "embeddings"
+    projector = workdir / "runs" / "pre" / "logs" / "embeddings"
     assert (projector / "projector_config.pbtxt").is_file() and (projector / "metadata.tsv").is_file()
-    assert 0 <= pre["pretrain"]["val_knn_accuracy"] <= 1
+    assert 0 <= result["pretrain"]["val_knn_accuracy"] <= 1
+    encoder = keras.saving.load_model(encoder_path, compile=False)
+    assert encoder.output.shape[-1] == 32  # the CNN's pooled width for filters [8, 16, 16, 32]
 
-    metrics = train(tiny_config(tone_folder, "name=probe", f"pretrain.encoder={encoder_path}",
-                                "pretrain.freeze_encoder=true", "train.epochs=2"), tmp_path, verbose=0)
+
+def test_fine_tuning_with_the_encoder_frozen_keeps_its_weights(tones, pretrained, tmp_path):
+    encoder_path = pretrained[0] / "saved_models" / "pre" / "encoder.keras"
+    metrics = train(tiny_config(tones, "name=probe", f"pretrain.encoder={encoder_path}",
+                                "pretrain.freeze_encoder=true"), tmp_path, verbose=0)
     assert metrics["pretrain"]["encoder"] == str(encoder_path)
-    # frozen for the whole run: every encoder weight in the exported classifier is the pretrained one
     encoder = weighted_layers(keras.saving.load_model(encoder_path, compile=False))
     final = weighted_layers(keras.saving.load_model(tmp_path / "saved_models" / "probe" / "model.keras",
                                                     compile=False))
@@ -71,20 +108,16 @@ def test_simclr_encoder_then_frozen_fine_tuning_from_it(tone_folder, tmp_path):
             np.testing.assert_array_equal(before, after, err_msg=name)
 
 
-def test_encoder_from_other_settings_is_refused(tone_folder, tmp_path):
-    train(tiny_config(tone_folder, "name=pre", "pretrain.method=simclr", "pretrain.finetune=false", *PRETRAIN),
-          tmp_path, verbose=0)
+def test_encoder_from_other_settings_is_refused(tones, pretrained, tmp_path):
+    encoder_path = pretrained[0] / "saved_models" / "pre" / "encoder.keras"
     with pytest.raises(ValueError, match="does not match this pipeline's model"):
-        train(tiny_config(tone_folder, "name=other", "model.name=cnn_small", "model.params={}",
-                          f"pretrain.encoder={tmp_path / 'saved_models' / 'pre' / 'encoder.keras'}"),
-              tmp_path, verbose=0)
+        train(tiny_config(tones, "name=other", "model.name=cnn_small", "model.params={}",
+                          f"pretrain.encoder={encoder_path}"), tmp_path, verbose=0)
 
 
-def test_distillation_reports_teacher_against_student(tone_folder, tmp_path):
-    train(tiny_config(tone_folder, "name=teacher", "train.epochs=3"), tmp_path, verbose=0)
-    teacher_dir = tmp_path / "saved_models" / "teacher"
-    metrics = train(tiny_config(tone_folder, "name=student", "model.name=student", "model.params={}",
-                                f"distill.teacher={teacher_dir}", "train.epochs=3"), tmp_path, verbose=0)
+def test_distillation_reports_teacher_against_student(tones, teacher_dir, tmp_path):
+    metrics = train(tiny_config(tones, "name=student", "model.name=student", "model.params={}",
+                                f"distill.teacher={teacher_dir}"), tmp_path, verbose=0)
     rows = metrics["teacher_vs_student"]
     assert set(rows) == {"teacher", "student"}
     for row in rows.values():
@@ -95,35 +128,18 @@ def test_distillation_reports_teacher_against_student(tone_folder, tmp_path):
     assert (tmp_path / "runs" / "student" / "checkpoints" / "best.keras").is_file()
 
 
-def test_teacher_with_another_window_is_refused(tone_folder, tmp_path):
-    train(tiny_config(tone_folder, "name=teacher", "train.epochs=1", "audio.window_s=0.25"), tmp_path, verbose=0)
+def test_teacher_with_another_window_is_refused(tones, teacher_dir, tmp_path):
     with pytest.raises(ValueError, match="window"):
-        train(tiny_config(tone_folder, "name=student", f"distill.teacher={tmp_path / 'saved_models' / 'teacher'}"),
+        train(tiny_config(tones, "name=student", f"distill.teacher={teacher_dir}", "audio.window_s=0.25"),
               tmp_path, verbose=0)
 
 
-def test_settings_that_cannot_go_together_are_config_errors(tone_folder):
+def test_settings_that_cannot_go_together_are_config_errors(tones):
     with pytest.raises(ConfigError, match="pretrain.freeze_encoder needs an encoder"):
-        tiny_config(tone_folder, "pretrain.freeze_encoder=true").validate()
+        tiny_config(tones, "pretrain.freeze_encoder=true").validate()
     with pytest.raises(ConfigError, match="train.loss.name"):
-        tiny_config(tone_folder, "train.loss.name=dice").validate()
+        tiny_config(tones, "train.loss.name=dice").validate()
     with pytest.raises(ConfigError, match="would compound"):
-        tiny_config(tone_folder, "train.class_weight=balanced", "train.sampling=sqrt").validate()
-
-
-def test_steps_per_epoch_fixes_the_gradient_steps_whatever_the_labels(tone_folder, tmp_path):
-    from mammalnet.training.callbacks import LinearWarmUp
-
-    steps = []
-
-    class Count(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            steps.append(int(self.model.optimizer.iterations.numpy()))
-
-    config = tiny_config(tone_folder, "split.train_label_fraction=0.2", "train.steps_per_epoch=7",
-                         "export.enabled=false")
-    train(config, tmp_path, verbose=0, callbacks=[Count()])
-    # 3 labelled clips (a few windows: one batch) still train 7 steps an epoch
-    assert steps == [7 * (k + 1) for k in range(len(steps))] and len(steps) >= 2
-    with pytest.raises(ValueError, match="steps >= 1"):
-        LinearWarmUp(1e-3, 0)
+        tiny_config(tones, "train.class_weight=balanced", "train.sampling=sqrt").validate()
+    with pytest.raises(ConfigError, match="train.steps_per_epoch"):
+        tiny_config(tones, "train.steps_per_epoch=0").validate()
