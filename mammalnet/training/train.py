@@ -136,6 +136,10 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     if parts["val"].empty:
         raise ValueError(f"no clip could go to validation (too few clips per class). Received: split counts "
                          f"{protocol['counts']}, train-only classes {protocol['train_only_classes']}")
+    teacher = None
+    if config.distill.teacher:  # checked against this data's classes before any decoding
+        teacher = load_teacher(config.distill.teacher, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
+                               window_samples=config.window_samples)
     train_windows = build_windows(parts["train"], names, window_spec(config, training=True), training=True,
                                   seed=config.train.seed)
     val_ds = build_dataset(parts["val"], names, spec, batch_size=config.train.batch_size, training=False,
@@ -144,14 +148,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     t_prep = time.perf_counter()
     print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
     x_val, y_val, val_clips = collect(val_ds)
-    train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
-    window_counts = np.bincount(train_labels, minlength=len(names))
-    steps_per_epoch = config.train.steps_per_epoch or -(-train_labels.size // config.train.batch_size)
-    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch)
     timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
-    print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
-          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
-          + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""), flush=True)
 
     model = build_classifier(config, len(names))
     log_dir = os.path.join(run_dir, "logs")
@@ -161,10 +158,17 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     timings["pretrain_s"] = time.perf_counter() - t_pre
     if config.pretrain.method != "none" and not config.pretrain.finetune:
         return _encoder_only_result(extra["pretrain"], run_dir, timings, t0)
-    teacher = None
-    if config.distill.teacher:
-        teacher = load_teacher(config.distill.teacher, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
-                               window_samples=config.window_samples)
+
+    t_prep = time.perf_counter()
+    train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
+    window_counts = np.bincount(train_labels, minlength=len(names))
+    steps_per_epoch = config.train.steps_per_epoch or -(-train_labels.size // config.train.batch_size)
+    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch)
+    timings["decode_resample_cache_s"] += time.perf_counter() - t_prep
+    print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
+          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
+          + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""), flush=True)
+
     examples = _one_per_class(y_val, len(names))
     image_model = _image_frontend(model.get_layer("frontend"))
     all_callbacks = [
@@ -283,9 +287,8 @@ def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log
         return layers, {"pretrain": {"encoder": os.path.abspath(pre.encoder)}}
     if pre.method == "none":
         return [], {}
-    from mammalnet.training.pretrain import ENCODER_FILE, pretrain_encoder, pretraining_rows
-
     from mammalnet.report.embeddings import write_projector
+    from mammalnet.training.pretrain import ENCODER_FILE, pretrain_encoder, pretraining_rows
 
     encoder = encoder_from_classifier(model)
     rows = pretraining_rows(manifest, config, skips, names)
