@@ -90,7 +90,9 @@ class SparseWeightedLoss(keras.losses.Loss):
     where q = one_hot(y) * (1 - label_smoothing) + label_smoothing / C (Keras' smoothing) and p is
     normalised to sum 1 and clipped to [epsilon, 1 - epsilon] as Keras' cross-entropy does.
     gamma = 0 with no weights is `keras.losses.SparseCategoricalCrossentropy`; gamma > 0 is the
-    multiclass focal loss of Lin et al. 2017, `class_weights` playing the role of its alpha.
+    multiclass focal loss of Lin et al. 2017, `class_weights` playing the role of its alpha. On
+    one-hot targets it equals keras.losses.CategoricalFocalCrossentropy (tested); this one takes the
+    pipeline's sparse labels and adds label smoothing, so one loss covers every `train.loss`.
 
     Args:
         num_classes: C, the width of the model's output.

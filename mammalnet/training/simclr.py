@@ -266,6 +266,9 @@ def _runtime_batch_check(z1):
 def nt_xent_loss(z1, z2, temperature=0.1):
     """SimCLR's NT-Xent loss (Chen et al., 2020), the mean over all 2N anchors.
 
+    keras_cv.losses.SimCLRLoss gives twice this (it sums the two directions; tested); this one
+    shares its pieces with `supcon_loss`, which no library provides.
+
     Views are L2-normalised; each of the 2N views is an anchor whose positive is the other view of
     the same example and whose negatives are the other 2N - 2 views; cosine similarities are
     divided by `temperature` and the anchor itself is left out of the softmax.

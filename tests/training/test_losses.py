@@ -159,3 +159,13 @@ def test_class_balanced_raises_minority_recall():
     crossentropy = _minority_recall(LossConfig(), x, y, [900, 100])
     balanced = _minority_recall(LossConfig(name="class_balanced", beta=0.9999), x, y, [900, 100])
     assert balanced > crossentropy + 0.3, (crossentropy, balanced)
+
+
+def test_focal_with_class_weights_equals_keras_categorical_focal_on_one_hot_labels():
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(5), size=16).astype("float32")
+    labels = rng.integers(0, 5, 16)
+    alpha = [0.1, 0.5, 1.0, 2.0, 0.3]
+    library = keras.losses.CategoricalFocalCrossentropy(alpha=alpha, gamma=2.0)(np.eye(5)[labels], probs)
+    ours = SparseWeightedLoss(5, gamma=2.0, class_weights=alpha)(labels, probs)
+    assert float(ours) == pytest.approx(float(library), rel=1e-6)

@@ -305,3 +305,12 @@ def test_contrastive_model_rejects_bad_arguments():
         ContrastiveModel(encoder, head, sample_rate_hz=SR, gain_db=-3)
     with pytest.raises(ValueError, match="Received: encoder="):
         ContrastiveModel("encoder", head, sample_rate_hz=SR)
+
+
+def test_nt_xent_is_half_keras_cv_simclr_loss():
+    import keras_cv
+
+    rng = np.random.default_rng(3)
+    z1, z2 = (rng.standard_normal((8, 16)).astype("float32") for _ in range(2))
+    library = float(keras_cv.losses.SimCLRLoss(temperature=0.2)(z1, z2))  # sums both directions
+    assert float(nt_xent_loss(z1, z2, 0.2)) == pytest.approx(library / 2, rel=1e-5)
