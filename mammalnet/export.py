@@ -75,10 +75,10 @@ def export_model(
             probabilities against Keras.
         pad_mode: how the training pipeline filled clips shorter than a window (zero, noise,
             repeat); stored in audio.json so predict pads the same way.
-        calibration: {"temperature": T > 0, "unknown_threshold": p in [0, 1]}: predict divides
-            log-probabilities by T (temperature scaling) and calls a window "unknown" when its top
-            calibrated probability is under the threshold. Stored in audio.json; None: T = 1, no
-            unknown class.
+        calibration: {"temperature": T > 0, "unknown_threshold": p in [0, 1]}: predict divides a
+            file's log mean probabilities by T (temperature scaling) and calls the file "unknown"
+            when its top calibrated probability is under the threshold. Stored in audio.json; None:
+            T = 1, no unknown class.
 
     Returns:
         {'tflite_max_abs_diff', 'savedmodel_max_abs_diff', 'num_parity_examples',

@@ -388,9 +388,11 @@ def training_clip_counts(manifest) -> tuple[dict[str, int], dict[str, int]]:
 
     The label-fraction runs mark the training clips that lost their label with split "unlabelled".
     """
+    from mammalnet.data.split import UNLABELLED
+
     labels = sorted(manifest["label"].astype(str).unique())
     split = manifest["split"].astype(str)
-    whole = manifest.loc[split.isin(["train", "unlabelled"]), "label"].astype(str).value_counts()
+    whole = manifest.loc[split.isin(["train", UNLABELLED]), "label"].astype(str).value_counts()
     labelled = manifest.loc[split == "train", "label"].astype(str).value_counts()
     return ({n: int(whole.get(n, 0)) for n in labels}, {n: int(labelled.get(n, 0)) for n in labels})
 

@@ -245,6 +245,9 @@ def split_manifest(df: pd.DataFrame, config) -> tuple[pd.DataFrame, dict]:
     return manifest, protocol
 
 
+UNLABELLED = "unlabelled"  # the split of training clips whose label hold_out_labels leaves unused
+
+
 def hold_out_labels(df: pd.DataFrame, fraction: float, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Keeps `fraction` of each class's training clips labelled; the rest get split "unlabelled".
 
@@ -271,7 +274,7 @@ def hold_out_labels(df: pd.DataFrame, fraction: float, *, seed: int = 0) -> tupl
         order = rng.permutation(members.size)
         keep = max(1, int(round(fraction * members.size)))
         dropped.extend(members[order[keep:]])
-    out.loc[dropped, "split"] = "unlabelled"
+    out.loc[dropped, "split"] = UNLABELLED
     return out, {"fraction": float(fraction), "labelled_train_clips": int((out["split"] == "train").sum()),
                  "unlabelled_train_clips": len(dropped)}
 
@@ -289,5 +292,5 @@ def check_no_leak(df: pd.DataFrame) -> None:
         raise ValueError(f"{spread[spread > 1].index[0]}: the same clip is in more than one split")
 
 
-__all__ = ["assign_splits", "apply_group_regex", "split_manifest", "split_counts", "check_no_leak", "hold_out_labels",
+__all__ = ["assign_splits", "apply_group_regex", "split_manifest", "split_counts", "check_no_leak", "hold_out_labels", "UNLABELLED",
            "identical_audio_across_splits", "MIN_CLIPS_TO_SPLIT"]

@@ -19,9 +19,9 @@ import tensorflow as tf
 from mammalnet.audio.io import AudioError, audio_info
 from mammalnet.data.pipeline import WindowSpec, batch_windows, build_windows
 from mammalnet.data.problems import SkipLog
+from mammalnet.data.split import UNLABELLED
 from mammalnet.training.simclr import ContrastiveModel, build_projection_head
 
-UNLABELLED = "unlabelled"  # the split name hold_out_labels gives clips whose label is not used
 ENCODER_FILE = "encoder.keras"
 
 
@@ -121,4 +121,4 @@ def pretrain_encoder(encoder: keras.Model, rows: pd.DataFrame, class_names, spec
             "history": {k: [float(v) for v in values] for k, values in result.history.items()}}
 
 
-__all__ = ["ENCODER_FILE", "UNLABELLED", "pretrain_encoder", "pretraining_rows", "unlabelled_manifest"]
+__all__ = ["ENCODER_FILE", "pretrain_encoder", "pretraining_rows", "unlabelled_manifest"]

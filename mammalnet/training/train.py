@@ -22,7 +22,7 @@ from mammalnet.data.load import load_manifest
 from mammalnet.data.manifest import class_names as manifest_class_names
 from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, build_windows, collect
 from mammalnet.data.problems import SkipLog
-from mammalnet.data.split import split_counts, split_manifest
+from mammalnet.data.split import UNLABELLED, split_counts, split_manifest
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
@@ -205,7 +205,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     y_true, y_prob, paths = results[report_split]
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
     # ranked by all training-split clips, labelled or not: the same "rarest" classes at any label fraction
-    pool = manifest[manifest["split"].isin(["train", "unlabelled"])]
+    pool = manifest[manifest["split"].isin(["train", UNLABELLED])]
     train_counts = pool["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
     extra["val"] = compute_metrics(*results["val"][:2], names, split_protocol=protocol, train_counts=train_counts)
     extra["open_set"] = _open_set(results, config.open_set, names)

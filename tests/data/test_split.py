@@ -132,3 +132,22 @@ def test_many_small_classes_still_get_val_and_test_per_class():
     counts = out.groupby(["label", "split"]).size().unstack(fill_value=0)
     assert (counts[["train", "val", "test"]] >= 1).all().all()
     assert protocol["train_only_classes"] == []
+
+
+def test_hold_out_labels_keeps_nested_stratified_subsets():
+    from mammalnet.data.split import UNLABELLED, hold_out_labels
+
+    df = pd.DataFrame({"path": [f"{i}.wav" for i in range(60)], "label": ["a"] * 35 + ["b"] * 10 + ["c"] * 5 + ["a", "b", "c"] * 3 + ["a"],
+                       "split": ["train"] * 50 + ["test"] * 10})
+    kept = {}
+    for fraction in (0.01, 0.25, 0.5, 1.0):
+        out, info = hold_out_labels(df, fraction, seed=3)
+        kept[fraction] = set(out.index[out["split"] == "train"])
+        assert (out["split"].iloc[50:] == "test").all()  # held-out clips untouched
+        counts = out[out["split"] == "train"]["label"].value_counts()
+        assert counts.min() >= 1 and info["labelled_train_clips"] == len(kept[fraction])
+        assert info["unlabelled_train_clips"] == (out["split"] == UNLABELLED).sum()
+    assert kept[0.01] <= kept[0.25] <= kept[0.5] <= kept[1.0] and len(kept[1.0]) == 50
+    assert len(kept[0.01]) == 3  # one per class
+    with pytest.raises(ValueError, match="fraction must be in"):
+        hold_out_labels(df, 0.0)
