@@ -116,7 +116,8 @@ def pretrain_encoder(encoder: keras.Model, rows: pd.DataFrame, class_names, spec
     print(f"mammalnet: {pre.method} pretraining on {len(rows)} clips ({labels.size} windows, "
           f"{'labels used' if supervised else 'labels ignored'}), {pre.epochs} epochs", flush=True)
     result = model.fit(ds, validation_data=val_data, validation_batch_size=val_batch, epochs=pre.epochs,
-                       verbose=verbose, callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir)])
+                       verbose=verbose, shuffle=False,  # the dataset shuffles itself
+                       callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir)])
     return {"method": pre.method, "clips": len(rows), "windows": int(labels.size), "epochs": pre.epochs,
             "history": {k: [float(v) for v in values] for k, values in result.history.items()}}
 
