@@ -32,8 +32,9 @@ def encoder_from_classifier(classifier: keras.Model) -> keras.Model:
     frontend = _nested(classifier, lambda m: m.name == "frontend")
     backbone = _nested(classifier, lambda m: any(layer.name == EMBEDDING_LAYER for layer in m.layers))
     if frontend is None or backbone is None:
-        raise ValueError(f"model {classifier.name!r} is not a mammalnet classifier (needs a nested 'frontend' and "
-                         f"a backbone with an {EMBEDDING_LAYER!r} layer)")
+        raise ValueError(f"model {classifier.name!r} is not a mammalnet classifier with an encoder (needs a nested "
+                         f"'frontend' and a backbone with an {EMBEDDING_LAYER!r} layer; models saved before that layer "
+                         "existed predict as ever but have no encoder to cut out: train them again)")
     features = frontend.outputs[0]
     frontend_features = frontend if len(frontend.outputs) == 1 else keras.Model(
         frontend.inputs, features, name="frontend_features")

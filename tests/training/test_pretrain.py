@@ -33,3 +33,14 @@ def test_unlabelled_root_that_is_missing_or_empty_is_a_clear_error(tmp_path):
 def test_missing_encoder_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no encoder file at .*missing.keras"):
         load_encoder_into(None, tmp_path / "missing.keras")
+
+
+def test_a_model_without_an_embedding_layer_has_no_encoder():
+    import keras
+
+    from mammalnet.training.encoder import encoder_from_classifier
+
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs), name="old")
+    with pytest.raises(ValueError, match="'old' is not a mammalnet classifier with an encoder"):
+        encoder_from_classifier(model)
