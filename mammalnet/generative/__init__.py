@@ -1,0 +1,1 @@
+"""Generative models of log-mel patches (VAE, diffusion) and their way back to audio."""
