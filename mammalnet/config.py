@@ -22,6 +22,7 @@ SOURCES = ("synthetic", "folder", "csv", "split_folders", "kaggle", "raven")
 FEATURES = ("logmel", "mfcc", "pcen", "complexity", "waveform")
 LOSSES = ("crossentropy", "focal", "class_balanced", "class_balanced_focal")
 SAMPLING = ("none", "balanced", "sqrt")
+GENERATIVE_METHODS = ("none", "vae", "diffusion")
 PRETRAIN_METHODS = ("none", "simclr", "supcon")
 
 
@@ -50,6 +51,9 @@ class DataConfig:
     below_band: a clip recorded below twice `frontend.high_hz` cannot hold the band the model
     looks at: `skip` it (recorded in skipped.csv) or `keep` it anyway (inspect still warns).
     strict: any skipped file or row is an error (`--strict`).
+    generated_root: a folder of class folders of extra clips (e.g. written by `mammalnet.generate`)
+    added to the training split only, after the split: never validated or tested on. Their classes
+    must be classes of the data.
     """
 
     source: str = "synthetic"
@@ -79,6 +83,7 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_clips: int = 1200
     cache_dir: str | None = None
+    generated_root: str | None = None
 
 
 @dataclasses.dataclass
@@ -281,6 +286,50 @@ class OpenSetConfig:
 
 
 @dataclasses.dataclass
+class GenerativeConfig:
+    """A generative model of log-mel patches, trained by `fit` instead of a classifier when `method` is set.
+
+    Patches are the frontend's log-mel of each training-split window (frontend.n_fft, hop_length, n_mels,
+    low_hz, high_hz, top_db), scaled so the window's peak is +1 and top_db below it -1, with the frame
+    axis padded (with -1) to a multiple of 2**len(filters). The run uses train.epochs, batch_size,
+    learning_rate, seed and early_stopping_patience.
+
+    vae: a convolutional VAE with `latent_dim`, KL weight `kl_weight` ramped up from 0 over
+    `kl_warmup_epochs`; a class's clips are generated from a Gaussian fitted to its training latents.
+    diffusion: a class-conditional DDPM (U-Net with `blocks_per_level` residual blocks per level,
+    self-attention at the lowest resolution when `attention`) over `timesteps` noise levels of a
+    `schedule` (cosine|linear); labels are dropped with probability `class_dropout` so that sampling can
+    use classifier-free guidance at `guidance_scale`; DDIM sampling in `sampling_steps` steps; weights
+    averaged with `ema_momentum` (null: no EMA).
+    Report: `samples_per_class` clips per class are generated and inverted to audio (mel to linear
+    magnitude by `mel_solver`: nnls, or pinv ~40x faster and coarser; then Griffin-Lim,
+    `griffin_lim_iters`); `quality_classifier` (a saved classifier folder at the same rate and window)
+    scores them: its accuracy on each class's generated clips, and the Frechet distance between its
+    embeddings of real and generated clips. `latent_projection`: tsne, umap (optional extra) or both.
+    """
+
+    method: str = "none"
+    filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
+    latent_dim: int = 64
+    kl_weight: float = 1.0
+    kl_warmup_epochs: int = 10
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    blocks_per_level: int = 1
+    embedding_dim: int = 128
+    attention: bool = False
+    class_dropout: float = 0.1
+    ema_momentum: float | None = 0.999
+    sampling_steps: int = 50
+    guidance_scale: float = 2.0
+    griffin_lim_iters: int = 32
+    mel_solver: str = "nnls"
+    samples_per_class: int = 8
+    quality_classifier: str | None = None
+    latent_projection: str = "tsne"
+
+
+@dataclasses.dataclass
 class ExportConfig:
     enabled: bool = True
     parity_examples: int = 32
@@ -300,6 +349,7 @@ class PipelineConfig:
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     open_set: OpenSetConfig = dataclasses.field(default_factory=OpenSetConfig)
+    generative: GenerativeConfig = dataclasses.field(default_factory=GenerativeConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def validate(self) -> "PipelineConfig":
@@ -366,6 +416,7 @@ class PipelineConfig:
             raise ConfigError(f"train.frozen_epochs must be in [0, train.epochs={self.train.epochs}). "
                               f"Received: train.frozen_epochs={self.train.frozen_epochs}")
         self._validate_training()
+        self._validate_generative()
         positive["frontend.pcen_time_constant_s"] = self.frontend.pcen_time_constant_s
         positive["train.unfreeze_lr_factor"] = self.train.unfreeze_lr_factor
         for key, value in positive.items():
@@ -438,6 +489,53 @@ class PipelineConfig:
         if distill.teacher and pre.method != "none":
             raise ConfigError(f"distillation and contrastive pretraining are separate runs. Received: "
                               f"distill.teacher={distill.teacher!r}, pretrain.method={pre.method!r}")
+
+    def _validate_generative(self) -> None:
+        gen = self.generative
+        choices = {"generative.method": (gen.method, GENERATIVE_METHODS),
+                   "generative.schedule": (gen.schedule, ("cosine", "linear")),
+                   "generative.latent_projection": (gen.latent_projection, ("tsne", "umap", "both")),
+                   "generative.mel_solver": (gen.mel_solver, ("nnls", "pinv"))}
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
+        positive = {"generative.latent_dim": gen.latent_dim, "generative.timesteps": gen.timesteps - 1,
+                    "generative.blocks_per_level": gen.blocks_per_level,
+                    "generative.embedding_dim": gen.embedding_dim, "generative.sampling_steps": gen.sampling_steps,
+                    "generative.griffin_lim_iters": gen.griffin_lim_iters,
+                    "generative.samples_per_class": gen.samples_per_class}
+        for key, value in positive.items():
+            if not value > 0:
+                shown = gen.timesteps if key == "generative.timesteps" else value
+                bound = "at least 2" if key == "generative.timesteps" else "positive"
+                raise ConfigError(f"{key} must be {bound}. Received: {key}={shown}")
+        if not gen.filters or any(f < 1 for f in gen.filters):
+            raise ConfigError(f"generative.filters must be a non-empty list of positive widths. "
+                              f"Received: generative.filters={gen.filters}")
+        if gen.sampling_steps > gen.timesteps:
+            raise ConfigError(f"generative.sampling_steps must be <= generative.timesteps={gen.timesteps}. "
+                              f"Received: generative.sampling_steps={gen.sampling_steps}")
+        ranges = {"generative.class_dropout": (gen.class_dropout, 0.0, 1.0),
+                  "generative.ema_momentum": (gen.ema_momentum, 0.0, 1.0)}
+        for key, (value, low, high) in ranges.items():
+            if value is not None and not low <= value < high:
+                raise ConfigError(f"{key} must be in [{low}, {high}). Received: {key}={value}")
+        non_negative = {"generative.kl_weight": gen.kl_weight, "generative.kl_warmup_epochs": gen.kl_warmup_epochs,
+                        "generative.guidance_scale": gen.guidance_scale}
+        for key, value in non_negative.items():
+            if not value >= 0:
+                raise ConfigError(f"{key} must be >= 0. Received: {key}={value}")
+        if gen.method != "none" and (self.pretrain.method != "none" or self.distill.teacher):
+            raise ConfigError(f"a generative run trains no classifier: pretraining and distillation do not apply. "
+                              f"Received: generative.method={gen.method!r}, pretrain.method={self.pretrain.method!r}, "
+                              f"distill.teacher={self.distill.teacher!r}")
+        levels = 2 ** len(gen.filters)
+        if gen.method != "none" and self.frontend.n_mels % levels:
+            raise ConfigError(f"frontend.n_mels must be a multiple of 2**len(generative.filters)={levels} (the "
+                              f"generative models halve the mel axis once per level). Received: "
+                              f"frontend.n_mels={self.frontend.n_mels}, generative.filters={gen.filters}")
+        if gen.method != "none" and self.frontend.top_db is None:
+            raise ConfigError("generative patches scale the log-mel by frontend.top_db. Received: frontend.top_db=None")
 
     @property
     def window_samples(self) -> int:

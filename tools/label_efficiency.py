@@ -387,9 +387,12 @@ def training_clip_counts(manifest) -> tuple[dict[str, int], dict[str, int]]:
     """(clips per class in the whole training split, labelled clips per class) of a run's manifest.
 
     The label-fraction runs mark the training clips that lost their label with split "unlabelled".
+    Generated clips (data.generated_root) are not counted: rarity is judged on the real clips.
     """
-    from mammalnet.data.split import UNLABELLED
+    from mammalnet.data.split import GENERATED_GROUP, UNLABELLED
 
+    if "group" in manifest.columns:
+        manifest = manifest[~manifest["group"].astype(str).str.startswith(GENERATED_GROUP)]
     labels = sorted(manifest["label"].astype(str).unique())
     split = manifest["split"].astype(str)
     whole = manifest.loc[split.isin(["train", UNLABELLED]), "label"].astype(str).value_counts()

@@ -246,6 +246,7 @@ def split_manifest(df: pd.DataFrame, config) -> tuple[pd.DataFrame, dict]:
 
 
 UNLABELLED = "unlabelled"  # the split of training clips whose label hold_out_labels leaves unused
+GENERATED_GROUP = "generated/"  # group prefix of data.generated_root clips (training split only)
 
 
 def hold_out_labels(df: pd.DataFrame, fraction: float, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:

@@ -18,11 +18,13 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
 from mammalnet.data.confounders import confounder_audit
+from mammalnet.data.audit import audit_manifest
 from mammalnet.data.load import load_manifest
 from mammalnet.data.manifest import class_names as manifest_class_names
 from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, build_windows, collect
 from mammalnet.data.problems import SkipLog
-from mammalnet.data.split import UNLABELLED, split_counts, split_manifest
+from mammalnet.data.sources.folder import read_folder
+from mammalnet.data.split import GENERATED_GROUP, UNLABELLED, split_counts, split_manifest
 from mammalnet.export import export_model
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
@@ -97,14 +99,14 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         callbacks: extra keras callbacks, appended after mammalnet's own.
     """
     config.validate()
+    if config.generative.method != "none":
+        from mammalnet.training.generative import train_generative
+
+        return train_generative(config, workdir, verbose=verbose, callbacks=callbacks)
     timings = {}
     t0 = time.perf_counter()
     keras.utils.set_random_seed(config.train.seed)
-    run_dir = os.path.join(workdir, "runs", config.name)
-    model_dir = os.path.join(workdir, "saved_models", config.name)
-    for sub in ("logs", "checkpoints", "report"):
-        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
-    config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
+    run_dir, model_dir = run_dirs(config, workdir)
 
     # Build the model once before minutes of data loading, so a bad model setting (a missing weights
     # file or embedding folder, an unknown parameter, a frontend the family cannot read) fails now.
@@ -114,22 +116,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         if path and not os.path.exists(path):
             raise FileNotFoundError(f"{key}: nothing at {path}")
 
-    skips = SkipLog(strict=config.data.strict)
-    try:
-        manifest = load_manifest(config, skips, progress=_generation_progress())
-    finally:  # a strict failure still leaves the list of problems on disk
-        skips.write_csv(os.path.join(run_dir, "skipped.csv"))
-    if len(skips):
-        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
-              "--strict makes these errors)", flush=True)
-    manifest, protocol = split_manifest(manifest, config)
-    protocol["skipped_files"] = len(skips)
-    manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
-    names = manifest_class_names(manifest)
+    manifest, protocol, names, skips = load_split(config, run_dir)
     timings["data_s"] = time.perf_counter() - t0
-    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
-          f"({protocol['method']})", flush=True)
-    print(split_counts(manifest).to_string(), flush=True)
 
     spec = window_spec(config)
     parts = {s: manifest[manifest["split"] == s] for s in ("train", "val", "test")}
@@ -204,8 +192,10 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     report_split = "test" if "test" in results else "val"
     y_true, y_prob, paths = results[report_split]
     protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
-    # ranked by all training-split clips, labelled or not: the same "rarest" classes at any label fraction
-    pool = manifest[manifest["split"].isin(["train", UNLABELLED])]
+    # ranked by all real training-split clips, labelled or not: the same "rarest" classes at any label
+    # fraction, and with or without generated clips
+    pool = manifest[manifest["split"].isin(["train", UNLABELLED])
+                    & ~manifest["group"].astype(str).str.startswith(GENERATED_GROUP)]
     train_counts = pool["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
     extra["val"] = compute_metrics(*results["val"][:2], names, split_protocol=protocol, train_counts=train_counts)
     extra["open_set"] = _open_set(results, config.open_set, names)
@@ -250,6 +240,71 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
               + (" -- WARNING: the labels are predictable from the recording settings; "
                  "run python -m mammalnet.inspect" if baseline["warning"] else ""), flush=True)
     return metrics
+
+
+def run_dirs(config: config_lib.PipelineConfig, workdir) -> tuple[str, str]:
+    """Creates runs/<name>/{logs,checkpoints,report} and writes the resolved pipeline.yaml there.
+
+    Returns:
+        (run_dir, model_dir): runs/<name> and saved_models/<name> under workdir.
+    """
+    run_dir = os.path.join(workdir, "runs", config.name)
+    model_dir = os.path.join(workdir, "saved_models", config.name)
+    for sub in ("logs", "checkpoints", "report"):
+        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
+    config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
+    return run_dir, model_dir
+
+
+def load_split(config: config_lib.PipelineConfig, run_dir: str) -> tuple[pd.DataFrame, dict, list[str], SkipLog]:
+    """Reads, audits and splits the data (+ data.generated_root into train); writes manifest.csv and
+    skipped.csv into run_dir and prints the split.
+
+    Returns:
+        (manifest with its split column, split protocol, class names, the SkipLog).
+    """
+    skips = SkipLog(strict=config.data.strict)
+    try:
+        manifest = load_manifest(config, skips, progress=_generation_progress())
+        manifest, protocol = split_manifest(manifest, config)
+        if config.data.generated_root:
+            manifest, protocol["generated_train_clips"] = add_generated(manifest, config, skips)
+    finally:  # a strict failure still leaves the list of problems on disk
+        skips.write_csv(os.path.join(run_dir, "skipped.csv"))
+    if len(skips):
+        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
+              "--strict makes these errors)", flush=True)
+    protocol["skipped_files"] = len(skips)
+    manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
+    names = manifest_class_names(manifest)
+    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
+          f"({protocol['method']})" + (f", + {protocol['generated_train_clips']} generated training clips"
+                                      if config.data.generated_root else ""), flush=True)
+    print(split_counts(manifest).to_string(), flush=True)
+    return manifest, protocol, names, skips
+
+
+def add_generated(manifest: pd.DataFrame, config: config_lib.PipelineConfig, skips: SkipLog) -> tuple[pd.DataFrame, int]:
+    """Appends the clips under data.generated_root (class folders) to the training split.
+
+    They come after the split, so none can land in validation or test, and the split of the real
+    clips is the one the same pipeline makes without them.
+
+    Raises:
+        ValueError: a class folder that is not a class of the data, or no usable clip.
+    """
+    root = config.data.generated_root
+    rows = read_folder(root, extensions=config.data.extensions, skips=skips)
+    known = set(manifest["label"].astype(str))
+    unknown = sorted(set(rows["label"].astype(str)) - known)
+    if unknown:
+        raise ValueError(f"data.generated_root has class folders that are not classes of the data {sorted(known)}: "
+                         f"{unknown}. Received: data.generated_root={root}")
+    rows = audit_manifest(rows, config, skips, cache_dir=config.data.cache_dir)
+    if rows.empty:
+        raise ValueError(f"data.generated_root holds no usable clip. Received: data.generated_root={root}")
+    rows = rows.assign(split="train", group=GENERATED_GROUP + rows["path"].astype(str))
+    return pd.concat([manifest, rows], ignore_index=True), len(rows)
 
 
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
