@@ -467,11 +467,8 @@ class PipelineConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key} must be positive. Received: {key}={value}")
-        non_negative = {"pretrain.max_shift_s": pre.max_shift_s, "pretrain.gain_db": pre.gain_db,
-                        "pretrain.pitch_semitones": pre.pitch_semitones}
-        for key, value in non_negative.items():
-            if not value >= 0:
-                raise ConfigError(f"{key} must be >= 0. Received: {key}={value}")
+        _require_non_negative({"pretrain.max_shift_s": pre.max_shift_s, "pretrain.gain_db": pre.gain_db,
+                               "pretrain.pitch_semitones": pre.pitch_semitones})
         if not pre.projection_units or any(u < 1 for u in pre.projection_units):
             raise ConfigError(f"pretrain.projection_units must be a non-empty list of positive widths. "
                               f"Received: pretrain.projection_units={pre.projection_units}")
@@ -499,16 +496,15 @@ class PipelineConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
-        positive = {"generative.latent_dim": gen.latent_dim, "generative.timesteps": gen.timesteps - 1,
-                    "generative.blocks_per_level": gen.blocks_per_level,
+        positive = {"generative.latent_dim": gen.latent_dim, "generative.blocks_per_level": gen.blocks_per_level,
                     "generative.embedding_dim": gen.embedding_dim, "generative.sampling_steps": gen.sampling_steps,
                     "generative.griffin_lim_iters": gen.griffin_lim_iters,
                     "generative.samples_per_class": gen.samples_per_class}
         for key, value in positive.items():
             if not value > 0:
-                shown = gen.timesteps if key == "generative.timesteps" else value
-                bound = "at least 2" if key == "generative.timesteps" else "positive"
-                raise ConfigError(f"{key} must be {bound}. Received: {key}={shown}")
+                raise ConfigError(f"{key} must be positive. Received: {key}={value}")
+        if gen.timesteps < 2:
+            raise ConfigError(f"generative.timesteps must be at least 2. Received: generative.timesteps={gen.timesteps}")
         if not gen.filters or any(f < 1 for f in gen.filters):
             raise ConfigError(f"generative.filters must be a non-empty list of positive widths. "
                               f"Received: generative.filters={gen.filters}")
@@ -520,11 +516,8 @@ class PipelineConfig:
         for key, (value, low, high) in ranges.items():
             if value is not None and not low <= value < high:
                 raise ConfigError(f"{key} must be in [{low}, {high}). Received: {key}={value}")
-        non_negative = {"generative.kl_weight": gen.kl_weight, "generative.kl_warmup_epochs": gen.kl_warmup_epochs,
-                        "generative.guidance_scale": gen.guidance_scale}
-        for key, value in non_negative.items():
-            if not value >= 0:
-                raise ConfigError(f"{key} must be >= 0. Received: {key}={value}")
+        _require_non_negative({"generative.kl_weight": gen.kl_weight, "generative.kl_warmup_epochs": gen.kl_warmup_epochs,
+                               "generative.guidance_scale": gen.guidance_scale})
         if gen.method != "none" and (self.pretrain.method != "none" or self.distill.teacher):
             raise ConfigError(f"a generative run trains no classifier: pretraining and distillation do not apply. "
                               f"Received: generative.method={gen.method!r}, pretrain.method={self.pretrain.method!r}, "
@@ -551,6 +544,13 @@ class PipelineConfig:
         if self.audio.train_hop_s is None:
             return self.hop_samples
         return int(round(self.audio.train_hop_s * self.audio.sample_rate_hz))
+
+
+def _require_non_negative(values: dict) -> None:
+    """Raises ConfigError naming the first key whose value is not >= 0 (NaN included)."""
+    for key, value in values.items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be >= 0. Received: {key}={value}")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
