@@ -485,7 +485,7 @@ def write_figure(fig: Figure, path: str | os.PathLike) -> str:
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=100, format="png")
+    fig.savefig(path, dpi=100, format="png", bbox_inches="tight")  # legends outside the axes stay whole
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:  # only pyplot-made figures are held by a registry that needs closing
         pyplot.close(fig)
