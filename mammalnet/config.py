@@ -18,12 +18,37 @@ class ConfigError(ValueError):
     """A pipeline file or override is invalid. The message names the key and the value."""
 
 
-SOURCES = ("synthetic", "folder", "csv", "split_folders", "kaggle", "raven")
+SOURCES = ("synthetic", "synthetic_long", "folder", "csv", "split_folders", "kaggle", "raven")
 FEATURES = ("logmel", "mfcc", "pcen", "complexity", "waveform")
 LOSSES = ("crossentropy", "focal", "class_balanced", "class_balanced_focal")
 SAMPLING = ("none", "balanced", "sqrt")
 GENERATIVE_METHODS = ("none", "vae", "diffusion")
 PRETRAIN_METHODS = ("none", "simclr", "supcon")
+DISTRIBUTE = ("auto", "none", "mirrored", "multi_worker")
+SHORT_CLIPS = ("pad", "context")
+
+
+@dataclasses.dataclass
+class LongRecordingConfig:
+    """The `synthetic_long` archive (mammalnet/data/synthetic/longrec.py): long recordings of drifting
+    ocean noise with sparse calls at known times and Raven truth tables.
+
+    files recordings of hours_per_file hours at sample_rate_hz; calls of `species` (only species whose
+    calls fit below 0.45 x the rate) at calls_per_hour on average, each at an SNR drawn uniformly from
+    snr_db ([lo, hi] or [value]; dB, in the call's truth box); unannotated distractors: ship passages
+    and impulsive transients per hour. The defaults (8 x 1.5 h at 2 kHz, ~480 right whale upcalls)
+    generate in well under a minute.
+    """
+
+    files: int = 8
+    hours_per_file: float = 1.5
+    sample_rate_hz: int = 2000
+    species: list[str] = dataclasses.field(default_factory=lambda: ["right_whale"])
+    calls_per_hour: float = 40.0
+    snr_db: list[float] = dataclasses.field(default_factory=lambda: [0.0, 15.0])
+    seed: int = 0
+    ship_passages_per_hour: float = 0.2
+    transients_per_hour: float = 6.0
 
 
 @dataclasses.dataclass
@@ -43,6 +68,9 @@ class DataConfig:
                        (clip_name, label 0/1); <root>/test/ is unlabelled and not read;
       `raven`          long recordings + Raven selection tables (`raven_table_glob`): one manifest
                        row per selection, plus `background_per_recording` segments away from them.
+      `synthetic_long` long synthetic recordings with Raven truth (the `long` section), generated
+                       into the cache on first use, then read exactly like `raven` (background
+                       settings apply; the group is the recording). data.root is not used.
     file_column / label_column: None means the layout's usual name (csv: file/species, else label; xlsx:
     file_name/species_name; kaggle: clip_name/label; raven: the first of Annotation, Species,
     Label, Class, Call Type, Type present).
@@ -84,6 +112,7 @@ class DataConfig:
     synthetic_clips: int = 1200
     cache_dir: str | None = None
     generated_root: str | None = None
+    long: LongRecordingConfig = dataclasses.field(default_factory=LongRecordingConfig)
 
 
 @dataclasses.dataclass
@@ -122,6 +151,10 @@ class AudioConfig:
     channel: which channel of multichannel audio to use; None mixes all channels down.
     pad_mode: how a clip shorter than a window is filled: `zero`, `noise` (Gaussian noise at the
     clip's own quietest level) or `repeat` (the clip tiled).
+    short_clips: a clip shorter than its windows' stretch, (max_windows_per_clip - 1) * hop + window:
+    `pad` reads it alone and pads it (clips that are whole files); `context` reads that stretch of its
+    file centred on it (annotated calls in long recordings, e.g. Raven selections: the model then
+    learns from what a scan of the recording sees, and zero padding cannot tell calls from background).
     """
 
     sample_rate_hz: int = 24000
@@ -131,6 +164,7 @@ class AudioConfig:
     max_windows_per_clip: int = 8
     channel: int | None = None
     pad_mode: str = "zero"
+    short_clips: str = "pad"
 
 
 @dataclasses.dataclass
@@ -139,6 +173,8 @@ class FrontendConfig:
 
     low_hz: float = 10.0
     high_hz: float = 12000.0
+    # FIR length of the band-pass in front of the features; 0: none (the mel bands still span only
+    # low_hz..high_hz; a buoy recipe saves the filter's cost, a fifth of a 2 kHz student's time).
     bandpass_taps: int = 129
     n_fft: int = 1024
     hop_length: int = 512
@@ -221,6 +257,11 @@ class TrainConfig:
     # lr_schedule `plateau`: ReduceLROnPlateau on val_loss by this factor after this many epochs.
     plateau_factor: float = 0.5
     plateau_patience: int = 2
+    # tf.distribute strategy (DISTRIBUTE; mammalnet/training/distribute.py): `auto` is
+    # MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else MirroredStrategy when several
+    # GPUs are visible, else none; `none` one device; `mirrored` all GPUs (or all logical CPUs);
+    # `multi_worker` the TF_CONFIG cluster. batch_size is the global batch, split across the replicas.
+    distribute: str = "auto"
 
 
 @dataclasses.dataclass
@@ -331,9 +372,35 @@ class GenerativeConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
+    """What `fit` exports to saved_models/<name>/ (see mammalnet/export.py).
+
+    int8 / float16: also write model_int8.tflite (int8 weights and activations from the log-mel image
+    on, the frontend in float32; calibrated on `representative_examples` training windows) and
+    model_float16.tflite (float16 weights), both float32 waveform in, probabilities out, LiteRT
+    builtins only. Each is compared with the Keras model on `quantized_parity_examples` validation
+    windows (top-1 agreement, max abs probability difference); `min_quantized_agreement` (in [0, 1],
+    null: no check) fails the export when a quantized model agrees less.
+    """
+
     enabled: bool = True
     parity_examples: int = 32
     parity_tolerance: float = 1e-4
+    int8: bool = False
+    float16: bool = False
+    representative_examples: int = 256
+    quantized_parity_examples: int = 512
+    min_quantized_agreement: float | None = None
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first export setting out of range."""
+        for key in ("parity_examples", "representative_examples", "quantized_parity_examples"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"export.{key} must be a positive integer. Received: export.{key}={value!r}")
+        agreement = self.min_quantized_agreement
+        if agreement is not None and not 0.0 <= agreement <= 1.0:
+            raise ConfigError(f"export.min_quantized_agreement must be in [0, 1] or null. "
+                              f"Received: export.min_quantized_agreement={agreement}")
 
 
 @dataclasses.dataclass
@@ -363,11 +430,13 @@ class PipelineConfig:
             "data.below_band": (self.data.below_band, ("skip", "keep")),
             "split.method": (self.split.method, ("stratified", "group", "fixed")),
             "audio.pad_mode": (self.audio.pad_mode, ("zero", "noise", "repeat")),
+            "audio.short_clips": (self.audio.short_clips, SHORT_CLIPS),
             "train.class_weight": (self.train.class_weight, ("none", "balanced")),
             "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant", "plateau")),
             "train.loss.name": (self.train.loss.name, LOSSES),
             "train.sampling": (self.train.sampling, SAMPLING),
             "train.optimizer": (self.train.optimizer, ("adam", "adamw")),
+            "train.distribute": (self.train.distribute, DISTRIBUTE),
             "pretrain.method": (self.pretrain.method, PRETRAIN_METHODS),
             "frontend.features": (self.frontend.features, (None, *FEATURES)),
             "frontend.side_features": (self.frontend.side_features, ("none", "handcrafted")),
@@ -375,11 +444,18 @@ class PipelineConfig:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}. Received: {key}={value!r}")
-        if self.data.source != "synthetic" and not self.data.root:
+        if self.data.source not in ("synthetic", "synthetic_long") and not self.data.root:
             raise ConfigError(
                 f"data.source={self.data.source!r} needs data.root (or --data DIR). Received: data.root=None")
+        if self.data.source == "synthetic_long":
+            from mammalnet.data.synthetic.longrec import check_settings  # numpy/scipy only when used
+
+            try:
+                check_settings(self.data.long, "data.long")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         if (self.split.method == "group" and not self.data.group_column and not self.split.group_regex
-                and self.data.source not in ("synthetic", "raven")):
+                and self.data.source not in ("synthetic", "synthetic_long", "raven")):
             raise ConfigError(
                 "split.method='group' needs data.group_column or split.group_regex. Received: "
                 f"data.group_column=None, split.group_regex=None (data.source={self.data.source!r})")
@@ -403,6 +479,9 @@ class PipelineConfig:
             raise ConfigError(
                 f"need 0 <= frontend.low_hz < frontend.high_hz <= Nyquist ({nyquist} Hz). Received: "
                 f"frontend.low_hz={self.frontend.low_hz}, frontend.high_hz={self.frontend.high_hz}")
+        if not (self.frontend.bandpass_taps == 0 or self.frontend.bandpass_taps >= 3):
+            raise ConfigError(f"frontend.bandpass_taps must be 0 (no band-pass) or >= 3. "
+                              f"Received: frontend.bandpass_taps={self.frontend.bandpass_taps}")
         positive = {
             "audio.sample_rate_hz": self.audio.sample_rate_hz, "audio.window_s": self.audio.window_s,
             "audio.max_windows_per_clip": self.audio.max_windows_per_clip,
@@ -417,6 +496,7 @@ class PipelineConfig:
                               f"Received: train.frozen_epochs={self.train.frozen_epochs}")
         self._validate_training()
         self._validate_generative()
+        self.export.check()
         positive["frontend.pcen_time_constant_s"] = self.frontend.pcen_time_constant_s
         positive["train.unfreeze_lr_factor"] = self.train.unfreeze_lr_factor
         for key, value in positive.items():
