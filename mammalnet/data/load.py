@@ -7,6 +7,7 @@ Each is a recorded skip (runs/<name>/skipped.csv), or with `data.strict` one err
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pandas as pd
@@ -40,6 +41,14 @@ def load_manifest(config, skips: SkipLog, *, progress=None) -> pd.DataFrame:
                             progress=progress)
         manifest = read_labels_csv(os.path.join(root, "labels.csv"), file_column="file", label_column="species",
                                    group_column="group", skips=skips)
+    elif data.source == "synthetic_long":
+        from mammalnet.data.synthetic.longrec import TABLE_GLOB, ensure_long_archive
+
+        root = ensure_long_archive(data.long, data.cache_dir)
+        # Read exactly as `raven` would read the folder: truth in the Species column, group = recording.
+        raven = dataclasses.replace(data, source="raven", root=str(root), raven_table_glob=TABLE_GLOB,
+                                    label_column="Species", group_column=None, extensions=[".wav"])
+        manifest = load_source(raven, skips, seed=config.split.seed)
     else:
         manifest = load_source(data, skips, seed=config.split.seed)
     if config.split.group_regex:

@@ -236,7 +236,8 @@ def split_manifest(df: pd.DataFrame, config) -> tuple[pd.DataFrame, dict]:
     if split.method == "group":
         protocol["group_source"] = (f"regex {split.group_regex!r} on file names" if split.group_regex
                                     else f"column {data.group_column!r}" if data.group_column
-                                    else {"raven": "recording", "synthetic": "recording session"}[data.source])
+                                    else {"raven": "recording", "synthetic_long": "recording",
+                                          "synthetic": "recording session"}[data.source])
     if split.group_regex:
         protocol["group_regex_unmatched_files"] = apply_group_regex(df, split.group_regex)[1]
     check_no_leak(manifest)
