@@ -189,7 +189,7 @@ def _try_split(manifest: pd.DataFrame, config) -> tuple[pd.DataFrame, dict]:
 def _audit_split(manifest: pd.DataFrame, protocol: dict, config) -> dict:
     if "error" in protocol:
         return {"skipped": f"the split failed, so fit would too: {protocol['error']}"}
-    return confounder_audit(manifest, seed=config.split.seed)
+    return confounder_audit(manifest, seed=config.split.seed, clip_duration=config.audio.short_clips == "pad")
 
 
 def inspect_dataset(config, out_dir: str | os.PathLike) -> dict:

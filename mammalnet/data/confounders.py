@@ -35,12 +35,16 @@ def metadata_features(df: pd.DataFrame, columns) -> np.ndarray:
     return table[list(columns)].to_numpy()
 
 
-def confounder_audit(df: pd.DataFrame, *, seed: int = 0) -> dict:
+def confounder_audit(df: pd.DataFrame, *, seed: int = 0, clip_duration: bool = True) -> dict:
     """How well recording metadata alone predicts the label under the split in `df["split"]`.
 
     A RandomForestClassifier (random_state=seed) per FEATURE_SETS entry is trained on the train rows
     and scored on the test rows (val when there are none), beside the majority rate: the share of
     scored rows whose label is the train majority class.
+
+    clip_duration=False leaves the clip duration out of every feature set: when each clip is read as
+    the same stretch of its recording (audio.short_clips: context), its annotated duration does not
+    reach the model, so it is no shortcut the model could take.
 
     Returns:
         {"scored_on", "n_train", "n_scored", "majority_class", "majority_rate", "results":
@@ -59,7 +63,9 @@ def confounder_audit(df: pd.DataFrame, *, seed: int = 0) -> dict:
     majority = train["label"].value_counts().idxmax()
     majority_rate = float((scored["label"] == majority).mean())
     results = {}
-    for name, columns in FEATURE_SETS.items():
+    feature_sets = FEATURE_SETS if clip_duration else {
+        name.replace("+duration", ""): tuple(c for c in columns if c != "clip_s") for name, columns in FEATURE_SETS.items()}
+    for name, columns in feature_sets.items():
         forest = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
         forest.fit(metadata_features(train, columns), train["label"])
         predicted = forest.predict(metadata_features(scored, columns))

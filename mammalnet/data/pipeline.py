@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from mammalnet.audio.dsp import check_pad_mode, frame_windows, resample
 from mammalnet.audio.io import read_audio
+from mammalnet.config import SHORT_CLIPS
 
 # Source samples read on each side of a span, counted at the lower of the two rates: covers the
 # resampler's filters (measured on noise: 48 reproduce the whole-file resample to 2.4e-7 for
@@ -46,6 +47,10 @@ class WindowSpec:
         pad_mode: how samples past the end of a clip are filled -- a clip shorter than a window, or
             the tail of a longer clip's last window: `zero`, `noise` or `repeat`
             (mammalnet.audio.dsp.pad_to_length).
+        short_clips: a clip shorter than the stretch its windows cover: `pad` reads the clip alone
+            and pads it; `context` reads that stretch of its file centred on the clip (clamped to
+            the file), so an annotated call in a long recording is seen in the audio around it, as a
+            scan of the recording will see it, and padding cannot tell calls from background.
 
     Raises:
         ValueError: a non-positive size or an unknown pad_mode, naming the value.
@@ -57,6 +62,7 @@ class WindowSpec:
     max_windows_per_clip: int = 8
     channel: int | None = None
     pad_mode: str = "zero"
+    short_clips: str = "pad"
 
     def __post_init__(self):
         for name in ("sample_rate_hz", "window_samples", "hop_samples", "max_windows_per_clip"):
@@ -64,6 +70,8 @@ class WindowSpec:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
         check_pad_mode(self.pad_mode)
+        if self.short_clips not in SHORT_CLIPS:
+            raise ValueError(f"short_clips must be one of {SHORT_CLIPS}. Received: short_clips={self.short_clips!r}")
 
 
 def plan_read(first: int, stop: int, source_rate_hz: int, target_rate_hz: int, file_frames: int):
@@ -140,6 +148,11 @@ def _read_table(manifest: pd.DataFrame, class_names, spec: WindowSpec) -> dict:
     for clip, (path, label, start_s, end_s, rate, duration_s) in enumerate(rows):
         frames, first, end = _clip_frames(path, start_s, end_s, rate, duration_s)
         rate = int(rate)
+        if spec.short_clips == "context" and -(-(end - first) * target // rate) < needed:
+            span = min(frames, -(-needed * rate // target))  # source frames that resample to `needed`
+            first = min(max(0, (first + end - span) // 2), frames - span)
+            end = first + span
+            end_s = end / rate
         if -(-(end - first) * target // rate) <= needed:
             duration = -1.0 if np.isnan(end_s) else (end - first) / rate
             reads.append((path, first / rate, duration, 0, needed, label, clip, first * target // rate))

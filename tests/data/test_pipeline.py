@@ -148,6 +148,26 @@ def test_clip_span_short_one_window_and_clamped_end(tmp_path, record_reads):
     assert start_s[2] == pytest.approx(4.0, abs=1e-4) and not windows[2, 1600:].any()
 
 
+def test_short_clips_context_reads_the_audio_around_the_clip(tmp_path, record_reads):
+    rate = 8000
+    x = _ramp(10, rate)
+    info = _file(tmp_path / "f.wav", x, rate)
+    spec = WindowSpec(rate, window_samples=4000, hop_samples=2000, max_windows_per_clip=3,
+                      short_clips="context")  # the windows cover 1 s
+    rows = [dict(info, start_s=4.0, end_s=4.2),    # centred 1-s stretch around it: 3.6 .. 4.6 s
+            dict(info, start_s=0.1, end_s=0.3),    # near the file's start: clamped to 0 .. 1 s
+            dict(info, start_s=9.9, end_s=10.0)]   # at the end: 9 .. 10 s
+    windows, _, clip = collect(build_dataset(_manifest(rows), ["a"], spec, batch_size=8, training=False,
+                                             with_clip_index=True))
+    assert sorted(record_reads) == [(0, 8000), (28800, 8000), (72000, 8000)]
+    assert list(clip) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    starts = (windows[:, 0] * 3600).reshape(3, 3)  # the ramp's value is its time in hours
+    np.testing.assert_allclose(starts, [[3.6, 3.85, 4.1], [0.0, 0.25, 0.5], [9.0, 9.25, 9.5]], atol=1e-4)
+    assert (windows[:, 1:] > 0).all()  # no padding anywhere: every sample is the file's own audio
+    with pytest.raises(ValueError, match="short_clips"):
+        WindowSpec(rate, 4000, 2000, short_clips="stretch")
+
+
 def test_short_clips_read_once_and_hop_longer_than_window(tmp_path, record_reads):
     rate = 8000
     info = _file(tmp_path / "f.wav", _ramp(16100 / rate, rate), rate)
