@@ -49,7 +49,8 @@ def build_frontend(config: PipelineConfig) -> keras.Model:
     fe, aug, rate = config.frontend, config.augment, config.audio.sample_rate_hz
     features = resolve_features(config)
     waveform = keras.Input(shape=(config.window_samples,), name="waveform")
-    filtered = Bandpass(fe.low_hz, fe.high_hz, rate, num_taps=fe.bandpass_taps, name="bandpass")(waveform)
+    filtered = (Bandpass(fe.low_hz, fe.high_hz, rate, num_taps=fe.bandpass_taps, name="bandpass")(waveform)
+                if fe.bandpass_taps else waveform)
     if features == "waveform":
         # Per-example standardisation: recorder gain is not a cue.
         x = layers.LayerNormalization(axis=1, center=False, scale=False, name="feature_norm")(filtered)

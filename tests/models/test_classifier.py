@@ -27,6 +27,19 @@ def test_waveform_families_read_the_standardised_band_passed_window():
         resolve_features(config)
 
 
+def test_bandpass_taps_zero_leaves_the_band_to_the_mel_filters():
+    from mammalnet.config import ConfigError
+
+    config = tiny_config("cnn_small", {"bandpass_taps": 0})
+    frontend = build_frontend(config)
+    assert "bandpass" not in [layer.name for layer in frontend.layers]
+    with_fir = build_frontend(tiny_config("cnn_small", {}))
+    assert "bandpass" in [layer.name for layer in with_fir.layers]
+    assert frontend.output.shape == with_fir.output.shape
+    with pytest.raises(ConfigError, match="bandpass_taps must be 0"):
+        tiny_config("cnn_small", {"bandpass_taps": 2}).validate()
+
+
 def test_side_features_make_a_two_output_frontend_and_a_fused_model():
     config = tiny_config("cnn_small", {"side_features": "handcrafted"})
     frontend = build_frontend(config)
