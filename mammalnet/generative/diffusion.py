@@ -31,6 +31,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from mammalnet.models.checks import check_positive_int, check_positive_ints
+from mammalnet.training.distribute import scale_loss_for_replicas
 
 # Nichol & Dhariwal (2021): the offset s keeps beta_0 from being vanishingly small, and the clip
 # keeps the last betas (where abar -> 0) below 1 so every step still keeps some signal.
@@ -469,7 +470,8 @@ class Diffusion(keras.Model):
         with tf.GradientTape() as tape:
             loss, batch = self._loss(data, training=True, seed_generator=self.seed_generator)
             total = loss + ops.sum(ops.stack(self.losses)) if self.losses else loss  # weight regularisers, if any
-            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed precision
+            # per-replica share under tf.distribute; loss scaling under mixed precision
+            scaled = self.optimizer.scale_loss(scale_loss_for_replicas(total))
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self.loss_tracker.update_state(loss, sample_weight=batch)

@@ -28,6 +28,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from mammalnet.models.checks import check_positive_int, check_positive_ints
+from mammalnet.training.distribute import predict_batches, scale_loss_for_replicas
 
 # Floor of the per-class latent std: a class of one example (or identical ones) would otherwise
 # have std 0 and sample_latents would return the same point n times.
@@ -322,7 +323,8 @@ class VAE(keras.Model):
             loss = reconstruction + beta * kl
             if self.losses:  # weight regularizers of the encoder or decoder, if any
                 loss = loss + ops.cast(ops.sum(ops.stack(self.losses)), "float32")
-            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
+            # per-replica share under tf.distribute; loss scaling under mixed precision
+            scaled = self.optimizer.scale_loss(scale_loss_for_replicas(loss))
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         batch_size = ops.cast(ops.shape(sse)[0], "float32")
@@ -364,7 +366,7 @@ class VAE(keras.Model):
         batch_size = _check_batch_size(batch_size)
         if not len(x):
             return np.zeros((0, self._latent_dim()), np.float32)
-        z_mean, _ = self.encoder.predict(x, batch_size=batch_size, verbose=0)
+        z_mean, _ = predict_batches(self.encoder, x, batch_size)
         return np.asarray(z_mean, np.float32)
 
     def decode(self, z, batch_size=64) -> np.ndarray:
@@ -387,7 +389,7 @@ class VAE(keras.Model):
             raise ValueError(f"z must be [n, {latent_dim}]. Received: z.shape={z.shape}")
         if not len(z):
             return np.zeros((0, *self.decoder.output_shape[1:]), np.float32)
-        return np.asarray(self.decoder.predict(z, batch_size=batch_size, verbose=0), np.float32)
+        return np.asarray(predict_batches(self.decoder, z, batch_size), np.float32)
 
     def reconstruct(self, patches, batch_size=64) -> np.ndarray:
         """Reconstructions of patches, decoded from z_mean (deterministic).
@@ -406,7 +408,7 @@ class VAE(keras.Model):
         batch_size = _check_batch_size(batch_size)
         if not len(x):
             return np.zeros_like(x)
-        return np.asarray(self.predict(x, batch_size=batch_size, verbose=0), np.float32)
+        return np.asarray(predict_batches(self, x, batch_size), np.float32)
 
     def _latent_dim(self) -> int:
         return int(self.encoder.output_shape[0][-1])

@@ -26,6 +26,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mammalnet.training.distribute import scale_loss_for_replicas
+
 
 def distillation_loss(teacher_probs, student_probs, temperature: float):
     """Per-example T^2 * KL(p_t^T || p_s^T), both distributions softened at `temperature`.
@@ -134,7 +136,7 @@ class Distiller(keras.Model):
             if self.student.losses:
                 loss = loss + ops.cast(ops.sum(self.student.losses), "float32")
             # Identity unless compile() wrapped the optimizer in a LossScaleOptimizer (mixed_float16).
-            scaled_loss = self.optimizer.scale_loss(loss)
+            scaled_loss = self.optimizer.scale_loss(scale_loss_for_replicas(loss))
         variables = self.student.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)

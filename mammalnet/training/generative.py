@@ -28,6 +28,7 @@ from mammalnet.generative.vae import build_vae, class_latent_stats
 from mammalnet.report import generative as report
 from mammalnet.report.embeddings import write_projector
 from mammalnet.report.metrics import write_json
+from mammalnet.training.distribute import evaluation_batch_size, make_distribution
 from mammalnet.training.train import _learning_rate, load_split, run_dirs, window_spec
 
 # Real test windows scored by Griffin-Lim round trips and the quality classifier: enough for stable
@@ -89,6 +90,9 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
             before any decoding); as `train` for the data.
     """
     gen = config.generative
+    distribution = make_distribution(config.train.distribute)
+    distribution.check_batch_sizes({"train.batch_size": config.train.batch_size})
+    print(distribution.describe(config.train.batch_size), flush=True)
     t0 = time.perf_counter()
     timings = {}
     keras.utils.set_random_seed(config.train.seed)
@@ -114,11 +118,15 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     batch = config.train.batch_size
     steps_per_epoch = -(-len(x_train) // batch)
     inputs = (x_train,) if gen.method == "vae" else (x_train, y_train)
-    train_ds = (tf.data.Dataset.from_tensor_slices(inputs).shuffle(len(x_train), seed=config.train.seed)
-                .batch(batch).prefetch(tf.data.AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val,) if gen.method == "vae" else (x_val, y_val)).batch(batch)
-    model = _build(config, spec, len(names), steps_per_epoch)
-    model.compile(optimizer=_optimizer(config, steps_per_epoch))
+    train_ds = tf.data.Dataset.from_tensor_slices(inputs).shuffle(len(x_train), seed=config.train.seed)
+    if distribution.replicas > 1:  # whole global batches only: a short last one could leave a replica empty
+        train_ds = train_ds.repeat()
+    train_ds = train_ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val,) if gen.method == "vae" else (x_val, y_val)).batch(
+        evaluation_batch_size(batch, len(x_val), distribution.replicas))
+    with distribution.scope():  # variables, optimizer and metrics mirrored on every replica
+        model = _build(config, spec, len(names), steps_per_epoch)
+        model.compile(optimizer=_optimizer(config, steps_per_epoch))
     all_callbacks = [
         keras.callbacks.TensorBoard(log_dir=log_dir),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "checkpoints", "backup_generative")),
@@ -130,6 +138,7 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     ]
     t_fit = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=verbose,
+                        steps_per_epoch=steps_per_epoch if distribution.replicas > 1 else None,
                         shuffle=False,  # the dataset shuffles itself
                         callbacks=all_callbacks).history
     timings["fit_s"] = time.perf_counter() - t_fit
@@ -152,7 +161,8 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     metrics = {"method": gen.method, "params": int(model.count_params()), "patch": spec.to_dict(),
                "split_protocol": protocol, "class_names": names,
                "history": {k: [float(v) for v in vals] for k, vals in history.items()},
-               "quality": quality, "timings_s": timings, "generator": paths["model"]}
+               "quality": quality, "timings_s": timings, "generator": paths["model"],
+               "distribute": distribution.to_dict(batch)}
     write_json(os.path.join(report_dir, "metrics.json"), metrics)
     write_json(os.path.join(model_dir, "metrics.json"), metrics)
     with open(os.path.join(report_dir, "quality.md"), "w") as f:

@@ -89,10 +89,12 @@ def pretrain_encoder(encoder: keras.Model, rows: pd.DataFrame, class_names, spec
     supervised = pre.method == "supcon"
     windows = build_windows(rows, class_names, spec, training=True, seed=config.train.seed)
     labels = np.concatenate([y.numpy() for _, y in windows.batch(1024)])  # also fills the cache
-    if labels.size < 2:
-        raise ValueError(f"contrastive pretraining needs at least 2 windows; the {len(rows)} clip(s) gave "
-                         f"{labels.size}")
-    batch_size = min(pre.batch_size, labels.size)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync  # train.distribute: fit runs in its scope
+    if labels.size < max(2, replicas):
+        raise ValueError(f"contrastive pretraining needs at least {max(2, replicas)} windows; the {len(rows)} "
+                         f"clip(s) gave {labels.size}")
+    # split evenly over the replicas: Keras builds the model from the mean of the first batch's parts
+    batch_size = min(pre.batch_size, labels.size) // replicas * replicas
     steps = labels.size // batch_size  # whole batches only: NT-Xent needs every anchor's pair
     ds = batch_windows(windows, batch_size=batch_size, training=True, shuffle_buffer=config.train.shuffle_buffer,
                        seed=config.train.seed, drop_remainder=True)
@@ -101,8 +103,9 @@ def pretrain_encoder(encoder: keras.Model, rows: pd.DataFrame, class_names, spec
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     x_val, y_val = validation
     val_data, val_batch = None, None
-    if len(x_val) >= 2:  # the loss needs every anchor's pair: whole batches of at least 2
-        val_batch = min(batch_size, len(x_val))
+    whole = min(batch_size, len(x_val)) // replicas * replicas
+    if whole >= 2:  # the loss needs every anchor's pair: whole batches of at least 2
+        val_batch = whole
         keep = len(x_val) // val_batch * val_batch
         val_data = (x_val[:keep], y_val[:keep]) if supervised else x_val[:keep]
 

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mammalnet.models.checks import check_positive_int, check_positive_ints
+from mammalnet.training.distribute import gather_replicas, scale_loss_for_replicas
 
 # SNRs are drawn from [noise_snr_db, noise_snr_db + _SNR_SPAN_DB]: one fixed level would teach the
 # encoder to expect exactly that much noise.
@@ -461,6 +462,8 @@ class ContrastiveModel(keras.Model):
                              "(waveforms, labels). Received: labels=None")
         z1 = self(self._view(x, seed_generator), training=training)
         z2 = self(self._view(x, seed_generator), training=training)
+        # Under tf.distribute every anchor meets the negatives of the whole global batch, as on one device.
+        z1, z2, y = gather_replicas(z1, z2, y if self.supervised else None)
         if self.supervised:
             return supcon_loss(z1, z2, y, self.temperature)
         return nt_xent_loss(z1, z2, self.temperature)
@@ -475,7 +478,7 @@ class ContrastiveModel(keras.Model):
             loss = self._contrastive_loss(data, training=True, seed_generator=self.seed_generator)
             if self.losses:  # weight regularizers of the encoder or head, if any
                 loss = loss + keras.ops.sum(keras.ops.stack(self.losses))
-            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed precision
+            scaled = self.optimizer.scale_loss(scale_loss_for_replicas(loss))  # and for mixed precision
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self.loss_tracker.update_state(loss)
