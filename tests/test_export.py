@@ -44,7 +44,8 @@ def exported(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("export") / "tiny"
     result = export_model(model, out_dir, class_names=CLASSES, sample_rate_hz=SR,
                           window_samples=WINDOW, parity_waveforms=parity_waveforms(),
-                          thresholds={"orca": 0.7}, metrics={"accuracy": np.float32(0.5)})
+                          thresholds={"orca": 0.7}, metrics={"accuracy": np.float32(0.5)},
+                          band_hz=(50, 3800), background_classes=["noise"])
     return model, out_dir, result
 
 
@@ -62,6 +63,7 @@ def test_all_artifacts_written(exported):
     assert audio["class_names"] == CLASSES
     assert audio["thresholds"] == {"humpback": 0.5, "orca": 0.7, "noise": 0.5}
     assert (audio["input_name"], audio["output_name"]) == ("waveform", "probabilities")
+    assert audio["band_hz"] == [50.0, 3800.0] and audio["background_classes"] == ["noise"]
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["accuracy"] == 0.5
     assert metrics["parity"]["tflite_max_abs_diff"] == result["tflite_max_abs_diff"]
@@ -159,6 +161,9 @@ def test_non_builtin_op_is_an_error_not_a_flex_fallback(tmp_path):
     ({"window_samples": 4000}, "window_samples=4000"),
     ({"parity_waveforms": np.zeros((2, 100), np.float32)}, r"shape=\(2, 100\)"),
     ({"thresholds": {"whale": 0.3}}, "unknown classes"),
+    ({"background_classes": ["whale"]}, "background_classes must be class names"),
+    ({"band_hz": (3000, 200)}, r"band_hz must be \[low, high\]"),
+    ({"band_hz": (0, 5000)}, "Nyquist"),
 ])
 def test_bad_arguments_raise_value_error(tmp_path, kwargs, match):
     args = dict(class_names=CLASSES, sample_rate_hz=SR, window_samples=WINDOW,
