@@ -7,6 +7,7 @@ Leaves the artifacts contract of DESIGN.md:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -25,7 +26,7 @@ from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, bu
 from mammalnet.data.problems import SkipLog
 from mammalnet.data.sources.folder import read_folder
 from mammalnet.data.split import GENERATED_GROUP, UNLABELLED, split_counts, split_manifest
-from mammalnet.export import export_model
+from mammalnet.export import export_model, export_quantized
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
 from mammalnet.models.xception import BACKBONE_NAME as PRETRAINED_BACKBONE
@@ -33,6 +34,7 @@ from mammalnet.report.calibration import fit_temperature, open_set_metrics
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
 from mammalnet.training.callbacks import ConfusionMatrixCallback, LinearWarmUp, SpectrogramCallback
 from mammalnet.training.distill import Distiller, StudentCheckpoint, load_teacher
+from mammalnet.training.distribute import Distribution, evaluation_batch_size, make_distribution, predict_batches
 from mammalnet.training.encoder import encoder_from_classifier, load_encoder_into, weighted_layers
 from mammalnet.training.losses import build_loss
 from mammalnet.training.sampling import class_sampling_weights, sample_by_class
@@ -58,7 +60,7 @@ def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) ->
     if training:  # the same stretch of each clip, cut more densely
         max_windows = -(-(max_windows - 1) * config.hop_samples // hop) + 1
     return WindowSpec(config.audio.sample_rate_hz, config.window_samples, hop, max_windows,
-                      config.audio.channel, config.audio.pad_mode)
+                      config.audio.channel, config.audio.pad_mode, config.audio.short_clips)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -79,7 +81,7 @@ def evaluate_clips(model, windows: np.ndarray, clips: np.ndarray, manifest: pd.D
     Returns:
         (y_true [clips], clip_probs [clips, C], clip paths), clips in first-seen order.
     """
-    probs = model.predict(windows, batch_size=batch_size, verbose=0)
+    probs = predict_batches(model, windows, batch_size)
     clip_probs, clip_ids = aggregate_windows(probs, clips)
     rows = manifest.iloc[np.asarray(clip_ids)]
     y_true = rows["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
@@ -103,6 +105,21 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         from mammalnet.training.generative import train_generative
 
         return train_generative(config, workdir, verbose=verbose, callbacks=callbacks)
+    distribution = make_distribution(config.train.distribute)
+    distribution.check_batch_sizes({"train.batch_size": config.train.batch_size,
+                                    **({"pretrain.batch_size": config.pretrain.batch_size}
+                                       if config.pretrain.method != "none" else {})})
+    print(distribution.describe(config.train.batch_size), flush=True)
+    with contextlib.ExitStack() as strategy_scope:
+        # Models, optimizers and metrics made in the scope have their variables mirrored on every replica.
+        strategy_scope.enter_context(distribution.scope())
+        return _train_classifier(config, workdir, distribution, strategy_scope, verbose, callbacks)
+
+
+def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: Distribution,
+                      strategy_scope: contextlib.ExitStack, verbose, callbacks: list | None) -> dict:
+    """train() of a classifier (contrastive pretraining, distillation): in the strategy's scope until
+    fit ends, evaluated and exported outside it (a SavedModel loaded inside it cannot run)."""
     timings = {}
     t0 = time.perf_counter()
     keras.utils.set_random_seed(config.train.seed)
@@ -145,13 +162,16 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     pretrained, extra = _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log_dir, verbose)
     timings["pretrain_s"] = time.perf_counter() - t_pre
     if config.pretrain.method != "none" and not config.pretrain.finetune:
-        return _encoder_only_result(extra["pretrain"], run_dir, timings, t0)
+        return _encoder_only_result({**extra["pretrain"], "distribute": distribution.to_dict()}, run_dir, timings,
+                                    t0)
 
     t_prep = time.perf_counter()
     train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
     window_counts = np.bincount(train_labels, minlength=len(names))
     steps_per_epoch = config.train.steps_per_epoch or -(-train_labels.size // config.train.batch_size)
-    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch)
+    # Under a strategy every step is a whole global batch: a short last one could leave a replica empty.
+    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch,
+                                 endless=distribution.replicas > 1)
     timings["decode_resample_cache_s"] += time.perf_counter() - t_prep
     print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
           f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
@@ -165,7 +185,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         StudentCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience,
                                       restore_best_weights=True),
-        ConfusionMatrixCallback(log_dir, x_val, y_val, names),
+        ConfusionMatrixCallback(log_dir, x_val, y_val, names,
+                                batch_size=evaluation_batch_size(64, len(x_val), distribution.replicas)),
         *([SpectrogramCallback(log_dir, x_val[examples], [names[y_val[i]] for i in examples], image_model)]
           if image_model is not None else []),
         *(callbacks or []),
@@ -177,9 +198,11 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         fitted = Distiller(model, teacher, temperature=config.distill.temperature, alpha=config.distill.alpha,
                            student_loss=loss)
     t_fit = time.perf_counter()
-    history = _fit(fitted, config.train, train_ds, (x_val, y_val), steps_per_epoch, all_callbacks, class_weight,
+    validation = distribution.validation_data(x_val, y_val, config.train.batch_size)
+    history = _fit(fitted, config.train, train_ds, validation, steps_per_epoch, all_callbacks, class_weight,
                    os.path.join(run_dir, "checkpoints"), verbose, loss=loss, pretrained=pretrained,
                    freeze_all=config.pretrain.freeze_encoder)
+    strategy_scope.close()
     timings["fit_s"] = time.perf_counter() - t_fit
     timings["epochs_run"] = len(history.get("loss", []))
 
@@ -203,11 +226,13 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
         extra["teacher"] = _teacher_metrics(teacher, config, names, protocol, train_counts, results, (x_val, val_clips),
                                             parts, spec)
     extra["params"] = int(model.count_params())
+    extra["distribute"] = distribution.to_dict(config.train.batch_size)
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
                            clip_paths=paths, split_protocol=protocol, history=history, extra=extra,
                            train_counts=train_counts)
     # what recording metadata alone scores on the same split: the bar the model has to clear
-    metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed)
+    metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed,
+                                                    clip_duration=config.audio.short_clips == "pad")
     timings["evaluate_s"] = time.perf_counter() - t_eval
 
     if config.export.enabled:
@@ -218,8 +243,20 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
                               parity_tolerance=config.export.parity_tolerance,
                               pad_mode=config.audio.pad_mode,
                               calibration={"temperature": metrics["open_set"]["temperature"],
-                                           "unknown_threshold": config.open_set.threshold})
+                                           "unknown_threshold": config.open_set.threshold},
+                              band_hz=(config.frontend.low_hz, config.frontend.high_hz),
+                              # the stretches between annotated calls a Raven source adds
+                              background_classes=[config.data.background_label] if (
+                                  config.data.background_per_recording and config.data.background_label in names)
+                              else None)
         metrics["parity"] = parity
+        if config.export.int8 or config.export.float16:  # the buoy's LiteRT files, calibrated on training windows
+            n = config.export.representative_examples
+            representative = next(iter(train_windows.shuffle(4 * n, seed=config.train.seed).batch(n)))[0].numpy()
+            metrics["quantized"] = export_quantized(
+                model, model_dir, representative_waveforms=representative,
+                parity_waveforms=x_val[: config.export.quantized_parity_examples], int8=config.export.int8,
+                float16=config.export.float16, min_agreement=config.export.min_quantized_agreement)
         timings["export_s"] = time.perf_counter() - t_export
         if teacher is not None:
             _teacher_vs_student(metrics, config, model_dir, os.path.join(run_dir, "report"))
@@ -234,8 +271,8 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     _print_recalls(metrics)
     baseline = metrics["metadata_baseline"]
     if "results" in baseline:
-        meta = max(r["accuracy"] for r in baseline["results"].values())
-        print(f"mammalnet: recording metadata alone (rate, duration, channels, bit depth) scores {meta:.3f} on "
+        features, best = max(baseline["results"].items(), key=lambda item: item[1]["accuracy"])
+        print(f"mammalnet: recording metadata alone ({features.replace('+', ', ')}) scores {best['accuracy']:.3f} on "
               f"the same {baseline['scored_on']} clips; the majority class {baseline['majority_rate']:.3f}"
               + (" -- WARNING: the labels are predictable from the recording settings; "
                  "run python -m mammalnet.inspect" if baseline["warning"] else ""), flush=True)
@@ -308,11 +345,12 @@ def add_generated(manifest: pd.DataFrame, config: config_lib.PipelineConfig, ski
 
 
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
-                      steps_per_epoch: int):
+                      steps_per_epoch: int, *, endless: bool = False):
     """Batches of training windows: shuffled, or re-sampled per class (train.sampling); one epoch is
-    steps_per_epoch batches: a pass over the windows, or train.steps_per_epoch when set."""
+    steps_per_epoch batches: a pass over the windows, or train.steps_per_epoch when set. `endless`:
+    whole batches only, the windows repeating in passes, also without train.steps_per_epoch."""
     if train_config.sampling == "none":
-        if train_config.steps_per_epoch:  # endless, in passes over the windows; fit counts the steps
+        if train_config.steps_per_epoch or endless:  # endless, in passes over the windows; fit counts the steps
             return batch_windows(windows.repeat(), batch_size=train_config.batch_size, training=True,
                                  shuffle_buffer=train_config.shuffle_buffer, seed=train_config.seed)
         ds = batch_windows(windows, batch_size=train_config.batch_size, training=True,
@@ -354,7 +392,7 @@ def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log
     info["encoder"] = os.path.abspath(os.path.join(model_dir, ENCODER_FILE))
     encoder.save(info["encoder"])
     print(f"mammalnet: encoder saved to {info['encoder']}", flush=True)
-    vectors, ids = aggregate_windows(encoder.predict(x_val, batch_size=config.train.batch_size, verbose=0), val_clips)
+    vectors, ids = aggregate_windows(predict_batches(encoder, x_val, config.train.batch_size), val_clips)
     meta = val_rows.iloc[np.asarray(ids)][["label", "split", "path"]].reset_index(drop=True)
     if pre.embeddings:
         write_projector(os.path.join(log_dir, "embeddings"), vectors, meta)
