@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep stdo
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,69 @@ def load_model_dir(model_dir):
     return model, audio
 
 
+def resampled_length(info, sample_rate_hz: int) -> int:
+    """Samples of a whole file (`audio_info`) resampled to sample_rate_hz."""
+    return -(-info.frames * int(sample_rate_hz) // info.sample_rate_hz)
+
+
+def block_step_samples(audio: dict, hop_samples: int, block_windows: int = _BLOCK_WINDOWS) -> int:
+    """Model-rate samples from the first sample of one block of `iter_resampled_blocks` to the next's."""
+    # With hop > window a block of windows spans mostly gaps; fewer windows keep it bounded.
+    block = max(1, min(block_windows, block_windows * int(audio["window_samples"]) // hop_samples))
+    return block * hop_samples
+
+
+def iter_resampled_blocks(path, audio: dict, hop_samples: int, block_windows: int = _BLOCK_WINDOWS, *,
+                          timings: dict | None = None, start_sample: int = 0, stop_sample: int | None = None):
+    """A file at the model rate, block by block, each block one read by offset.
+
+    Block b covers model-rate samples [b * step, b * step + span) of the whole file resampled,
+    step = block * hop (`block_step_samples`), span = (block - 1) * hop + window_samples, block =
+    windows per block (`block_windows`, fewer when hop > window); the last block is cut at the
+    file's end. Framing a block at the hop gives the windows of framing the whole file; memory is
+    bounded by `block_windows` whatever the file's length.
+
+    Args:
+        timings: when given, seconds spent decoding and resampling are added to its "decode_s" and
+            "resample_s" entries.
+        start_sample, stop_sample: only the blocks whose first sample lies in [start_sample,
+            stop_sample) (None: to the file's end), so that parts of a file can be read apart
+            and give the blocks of reading it whole. start_sample must be a multiple of step.
+
+    Yields:
+        (index of the block's first sample at the model rate, waveform float32 [<= span],
+        samples of the whole file at the model rate).
+
+    Raises:
+        AudioError: the file cannot be read. ValueError: a start_sample off the block grid.
+    """
+    from mammalnet.audio import dsp
+    from mammalnet.data.pipeline import plan_read
+
+    step = block_step_samples(audio, hop_samples, block_windows)
+    if start_sample < 0 or start_sample % step:
+        raise ValueError(f"start_sample must be a non-negative multiple of the block step {step}. "
+                         f"Received: start_sample={start_sample}")
+    info = audio_info(path)
+    target, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    total = resampled_length(info, target)
+    span = step - hop_samples + window
+    clock = time.perf_counter
+    for first in range(start_sample, total if stop_sample is None else min(total, stop_sample), step):
+        stop = min(total, first + span)
+        start, frames, skip = plan_read(first, stop, info.sample_rate_hz, target, info.frames)
+        began = clock()
+        waveform, rate = read_audio(path, start_s=start / info.sample_rate_hz,
+                                    duration_s=frames / info.sample_rate_hz)
+        decoded = clock()
+        if rate != target:
+            waveform = np.asarray(dsp.resample(waveform, rate, target))
+        if timings is not None:
+            timings["decode_s"] = timings.get("decode_s", 0.0) + decoded - began
+            timings["resample_s"] = timings.get("resample_s", 0.0) + clock() - decoded
+        yield first, waveform[skip:skip + stop - first], total
+
+
 def iter_window_blocks(path, audio: dict, hop_samples: int, block_windows: int = _BLOCK_WINDOWS):
     """The windows of a file at the model rate, block by block, each block one read by offset.
 
@@ -87,22 +151,9 @@ def iter_window_blocks(path, audio: dict, hop_samples: int, block_windows: int =
         (index of the block's first sample at the model rate, windows float32 [k, window_samples]).
     """
     from mammalnet.audio import dsp
-    from mammalnet.data.pipeline import plan_read
 
-    info = audio_info(path)
-    target, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
-    total = -(-info.frames * target // info.sample_rate_hz)  # length of the whole file resampled
-    # With hop > window a block of windows spans mostly gaps; fewer windows keep it bounded.
-    block = max(1, min(block_windows, block_windows * window // hop_samples))
-    span = (block - 1) * hop_samples + window
-    for first in range(0, total, block * hop_samples):
-        stop = min(total, first + span)
-        start, frames, skip = plan_read(first, stop, info.sample_rate_hz, target, info.frames)
-        waveform, rate = read_audio(path, start_s=start / info.sample_rate_hz,
-                                    duration_s=frames / info.sample_rate_hz)
-        if rate != target:
-            waveform = dsp.resample(waveform, rate, target)
-        yield first, np.asarray(dsp.frame_windows(waveform[skip:skip + stop - first], window, hop_samples,
+    for first, waveform, total in iter_resampled_blocks(path, audio, hop_samples, block_windows):
+        yield first, np.asarray(dsp.frame_windows(waveform, int(audio["window_samples"]), hop_samples,
                                                   pad_mode=audio["pad_mode"], seed=(0, total)))
 
 

@@ -12,6 +12,7 @@ scores) and the buoy (window after window): pushing the windows in any grouping 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Mapping, Sequence
 
@@ -61,6 +62,50 @@ def resolve_thresholds(class_names: Sequence[str], thresholds, default: float = 
     if bad:
         raise ValueError(f"thresholds must lie in [0, 1]. Received: {dict(bad)}")
     return out
+
+
+def threshold_arg(text: str) -> tuple[str | None, float]:
+    """argparse type of --threshold: "P" -> (None, P), "CLASS=P" -> (CLASS, P); P in [0, 1]."""
+    name, _, value = text.rpartition("=")
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be P or CLASS=P with P a number in [0, 1]. Received: {text}") from None
+    if not 0.0 <= p <= 1.0 or (text.count("=") and not name):
+        raise argparse.ArgumentTypeError(f"must be P or CLASS=P with P in [0, 1]. Received: {text}")
+    return (name or None), p
+
+
+def detection_thresholds(audio: dict, threshold: float | None = None, class_thresholds: Mapping | None = None,
+                         default: float = 0.5) -> dict:
+    """{class: threshold} for a model: audio.json `thresholds` (classes it leaves out: `default`), all
+    replaced by `threshold` when given, then `class_thresholds` {class: p} over them.
+
+    Raises:
+        ValueError: a threshold outside [0, 1] or naming a class the model does not have.
+    """
+    names = list(audio["class_names"])
+    base = {} if threshold is not None else dict(audio.get("thresholds") or {})
+    base = {name: float(base.get(name, default if threshold is None else threshold)) for name in names}
+    base.update(class_thresholds or {})
+    return dict(zip(names, resolve_thresholds(names, base).tolist()))
+
+
+def default_ignored(audio: dict) -> list[str]:
+    """The classes a detector never reports: audio.json `background_classes`, else a class named
+    `background` when the model has one, else none.
+
+    Raises:
+        ValueError: a background_classes entry that is not a list of the model's class names.
+    """
+    names = list(audio["class_names"])
+    ignore = audio.get("background_classes")
+    if ignore is None:
+        return ["background"] if "background" in names else []
+    if not isinstance(ignore, list) or set(ignore) - set(names):
+        raise ValueError(f"audio.json background_classes must list class names of {names}. "
+                         f"Received: background_classes={ignore!r}")
+    return list(ignore)
 
 
 class EventMerger:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammalnet.edge.events import Event, EventMerger, merge_events, resolve_thresholds
+import argparse
+
+from mammalnet.edge.events import (Event, EventMerger, default_ignored, detection_thresholds, merge_events,
+                                   resolve_thresholds, threshold_arg)
 
 NAMES = ["background", "upcall", "gunshot"]
 
@@ -89,3 +92,24 @@ def test_bad_arguments_are_named():
 def test_thresholds_default_and_mapping():
     assert resolve_thresholds(NAMES, None).tolist() == [0.5, 0.5, 0.5]
     assert resolve_thresholds(NAMES, {"gunshot": 0.9}, default=0.3).tolist() == [0.3, 0.3, 0.9]
+
+
+def test_threshold_arguments_over_audio_json():
+    audio = {"class_names": NAMES, "thresholds": {"upcall": 0.9}}
+    assert threshold_arg("0.4") == (None, 0.4) and threshold_arg("upcall=0.8") == ("upcall", 0.8)
+    for bad in ("loud", "=0.5", "upcall=1.5", "upcall=high"):
+        with pytest.raises(argparse.ArgumentTypeError, match="P or CLASS=P"):
+            threshold_arg(bad)
+    assert detection_thresholds(audio) == {"background": 0.5, "upcall": 0.9, "gunshot": 0.5}
+    assert detection_thresholds(audio, 0.3, {"gunshot": 0.7}) == {"background": 0.3, "upcall": 0.3, "gunshot": 0.7}
+    with pytest.raises(ValueError, match="'orca'"):
+        detection_thresholds(audio, None, {"orca": 0.5})
+
+
+def test_default_ignored_classes():
+    assert default_ignored({"class_names": NAMES}) == ["background"]
+    assert default_ignored({"class_names": ["upcall", "gunshot"]}) == []
+    assert default_ignored({"class_names": NAMES, "background_classes": []}) == []
+    assert default_ignored({"class_names": NAMES, "background_classes": ["gunshot"]}) == ["gunshot"]
+    with pytest.raises(ValueError, match="background_classes"):
+        default_ignored({"class_names": NAMES, "background_classes": ["noise"]})

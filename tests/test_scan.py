@@ -1,0 +1,304 @@
+"""scan CLI: tones at known times in long recordings -> Raven tables, combined table, CSV, resume, failures."""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from mammalnet import scan
+from mammalnet.data.sources.raven import read_raven, read_table
+from mammalnet.edge.events import merge_events
+from mammalnet.export import export_model
+from mammalnet.layers import Bandpass
+
+SR = 4000
+WINDOW = SR  # 1-s windows, default hop 0.5 s
+CLASSES = ["background", "low", "high"]
+LOW_HZ, HIGH_HZ = 500.0, 1500.0
+# (label, begin_s, end_s) of the tones in the main recording
+TONES = [("low", 10.0, 14.0), ("high", 30.0, 33.0), ("low", 50.0, 52.0)]
+
+
+def build_tone_detector():
+    """Band power at 500 Hz and 1500 Hz -> softmax [background, low, high], weights set by hand.
+
+    A tone of amplitude 0.5 covering a fraction f of the window gives logit 100 * 0.125 * f against
+    the background's 5: p(tone) >= 0.5 from about f = 0.4.
+    """
+    inp = keras.Input((WINDOW,), name="waveform")
+    powers = []
+    for name, centre in (("low", LOW_HZ), ("high", HIGH_HZ)):
+        band = Bandpass(centre - 150, centre + 150, SR, num_taps=101, name=f"{name}_band")(inp)
+        band = keras.layers.Reshape((WINDOW, 1), name=f"{name}_column")(band)
+        square = keras.layers.Multiply(name=f"{name}_square")([band, band])
+        powers.append(keras.layers.GlobalAveragePooling1D(name=f"{name}_power")(square))
+    x = keras.layers.Concatenate(name="powers")(powers)
+    dense = keras.layers.Dense(3, activation="softmax", name="probabilities")
+    out = dense(x)
+    dense.set_weights([np.array([[0.0, 100.0, 0.0], [0.0, 0.0, 100.0]], np.float32),
+                       np.array([5.0, 0.0, 0.0], np.float32)])
+    return keras.Model(inp, out, name="tones")
+
+
+def write_recording(path, tones=TONES, duration_s=60.0, rate=SR, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * rate)) / rate
+    x = 0.01 * rng.standard_normal(t.size)
+    for label, begin, end in tones:
+        freq = LOW_HZ if label == "low" else HIGH_HZ
+        inside = (t >= begin) & (t < end)
+        x[inside] += 0.5 * np.sin(2 * np.pi * freq * t[inside])
+    sf.write(path, x.astype(np.float32), rate, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scan_model") / "tones"
+    rng = np.random.default_rng(0)
+    export_model(build_tone_detector(), out, class_names=CLASSES, sample_rate_hz=SR, window_samples=WINDOW,
+                 parity_waveforms=(0.1 * rng.standard_normal((2, WINDOW))).astype(np.float32))
+    return out
+
+
+@pytest.fixture
+def recordings(tmp_path):
+    folder = tmp_path / "audio"
+    (folder / "deep").mkdir(parents=True)
+    main = write_recording(folder / "main.wav")
+    # 8 kHz: resampled to the model rate; 20 s with one low tone
+    other = write_recording(folder / "deep" / "other.wav", [("low", 5.0, 8.0)], duration_s=20.0, rate=8000, seed=1)
+    return folder, main, other
+
+
+def _events(table: pd.DataFrame):
+    return [(r["Species"], float(r["Begin Time (s)"]), float(r["End Time (s)"])) for _, r in table.iterrows()]
+
+
+def _run(model_dir, paths, out, *extra):
+    return scan.main([str(model_dir), *map(str, paths), "--out", str(out), *extra])
+
+
+def test_events_tables_combined_table_and_csv(model_dir, recordings, tmp_path, capsys):
+    folder, main, other = recordings
+    out = tmp_path / "out"
+    assert _run(model_dir, [folder], out) == 0
+    err = capsys.readouterr().err
+    assert "2/2 recordings" in err and "audio-h/s" in err
+
+    table = read_table(str(out / "tables" / "main.selections.txt"))
+    assert list(table.columns) == list(scan.TABLE_COLUMNS)
+    events = _events(table)
+    # background is ignored by default; each tone is one event within half a window of the truth
+    assert [e[0] for e in events] == [label for label, _, _ in TONES]
+    for (label, begin, end), (_, got_begin, got_end) in zip(TONES, events):
+        assert begin - 0.5 <= got_begin <= begin and end <= got_end <= end + 0.5
+    assert set(table["Begin File"]) == {"main.wav"} and set(table["View"]) == {"Spectrogram 1"}
+    assert table["Low Freq (Hz)"].astype(float).eq(0).all() and table["High Freq (Hz)"].astype(float).eq(SR / 2).all()
+    assert table["Selection"].tolist() == ["1", "2", "3"]
+    assert (table["Score"].astype(float) > 0.5).all()
+    (other_event,) = _events(read_table(str(out / "tables" / "other.selections.txt")))
+    assert other_event[0] == "low" and 4.5 <= other_event[1] <= 5.0 and 8.0 <= other_event[2] <= 8.5
+
+    # the combined table lays the recordings end to end in scan order (main, then deep/other)
+    combined = read_table(str(out / scan.COMBINED_TABLE))
+    assert combined["Selection"].tolist() == ["1", "2", "3", "4"]
+    assert combined["Begin File"].tolist() == ["main.wav"] * 3 + ["other.wav"]
+    last = combined.iloc[-1]
+    assert float(last["File Offset (s)"]) == pytest.approx(other_event[1])
+    assert float(last["Begin Time (s)"]) == pytest.approx(60.0 + other_event[1])
+    assert float(combined.iloc[0]["Begin Time (s)"]) == float(combined.iloc[0]["File Offset (s)"])
+
+    csv = pd.read_csv(out / scan.DETECTIONS_CSV)
+    assert list(csv.columns) == list(scan.CSV_COLUMNS)
+    assert csv["file"].tolist() == [os.path.abspath(main)] * 3 + [os.path.abspath(other)]
+    assert csv["begin_s"].tolist() == pytest.approx([e[1] for e in events] + [other_event[1]])
+    assert (csv["windows"] >= 1).all() and (csv["mean_score"] <= csv["score"] + 1e-9).all()
+
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert summary["recordings"] == {"total": 2, "done": 2, "skipped": 0, "failed": 0}
+    assert summary["detections_per_class"] == {"low": 3, "high": 1}
+    assert summary["audio_hours"]["scanned"] == pytest.approx(80 / 3600)
+    assert summary["settings"]["hop_s"] == 0.5 and summary["settings"]["ignore"] == ["background"]
+    assert summary["real_time_factor"] > 0 and summary["failures"] == []
+
+
+def test_tables_read_back_as_raven_training_data(model_dir, recordings, tmp_path):
+    folder, main, _ = recordings
+    out = tmp_path / "out"
+    assert _run(model_dir, [main], out) == 0
+    shutil.copy(out / "tables" / "main.selections.txt", folder / "main.Table.1.selections.txt")
+    manifest = read_raven(folder)
+    assert manifest["label"].tolist() == [label for label, _, _ in TONES]
+    assert set(manifest["path"]) == {str(main)}
+
+
+def test_per_class_thresholds_and_ignored_classes(model_dir, recordings, tmp_path):
+    _, main, _ = recordings
+    assert _run(model_dir, [main], tmp_path / "a", "--threshold", "0.5", "--threshold", "high=0.99999") == 0
+    assert [e[0] for e in _events(read_table(str(tmp_path / "a" / "tables" / "main.selections.txt")))] == ["low", "low"]
+    # an explicit ignore list replaces the default: background is reported, low is not
+    assert _run(model_dir, [main], tmp_path / "b", "--ignore-class", "low") == 0
+    labels = {e[0] for e in _events(read_table(str(tmp_path / "b" / "tables" / "main.selections.txt")))}
+    assert labels == {"background", "high"}
+    assert _run(model_dir, [main], tmp_path / "c", "--threshold", "nosuch=0.5") == 2
+    with pytest.raises(SystemExit):
+        _run(model_dir, [main], tmp_path / "d", "--threshold", "1.5")
+
+
+def test_thresholds_and_band_come_from_audio_json(model_dir, recordings, tmp_path):
+    _, main, _ = recordings
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    audio = json.loads((model / "audio.json").read_text())
+    audio.update(thresholds={"background": 0.5, "low": 0.99999, "high": 0.5}, band_hz=[300, 1800],
+                 background_classes=["background"])
+    (model / "audio.json").write_text(json.dumps(audio))
+    assert _run(model, [main], tmp_path / "out") == 0
+    table = read_table(str(tmp_path / "out" / "tables" / "main.selections.txt"))
+    assert [e[0] for e in _events(table)] == ["high"]
+    assert table[["Low Freq (Hz)", "High Freq (Hz)"]].astype(float).values.tolist() == [[300.0, 1800.0]]
+
+
+def test_block_and_batch_size_do_not_change_events(model_dir, recordings, tmp_path):
+    folder, main, other = recordings
+    runs = {}
+    for name, extra in (("big", ["--block-s", "600", "--batch-windows", "256"]),
+                        ("small", ["--block-s", "3.2", "--batch-windows", "5"])):
+        assert _run(model_dir, [folder], tmp_path / name, *extra, "--save-scores") == 0
+        runs[name] = tmp_path / name
+    # at the model rate, blocks are exact: same windows, same scores, same table text
+    big, small = (scan.load_scores(runs[n] / "scores" / "main.npz") for n in ("big", "small"))
+    np.testing.assert_array_equal(big["starts_s"], small["starts_s"])
+    np.testing.assert_allclose(big["probs"], small["probs"], atol=1e-6)
+    assert (runs["big"] / "tables" / "main.selections.txt").read_text() == \
+        (runs["small"] / "tables" / "main.selections.txt").read_text()
+    # resampled blockwise equals resampled whole, to float rounding
+    a, b = (read_table(str(runs[n] / "tables" / "other.selections.txt")) for n in ("big", "small"))
+    assert a[["Species", "Begin Time (s)", "End Time (s)"]].equals(b[["Species", "Begin Time (s)", "End Time (s)"]])
+    assert a["Score"].astype(float).values == pytest.approx(b["Score"].astype(float).values, abs=1e-4)
+
+
+def test_saved_scores_remerge_to_the_same_events(model_dir, recordings, tmp_path):
+    _, main, _ = recordings
+    out = tmp_path / "out"
+    assert _run(model_dir, [main], out, "--save-scores", "--merge-gap-s", "1.0") == 0
+    scores = scan.load_scores(out / "scores" / "main.npz")
+    assert scores["class_names"] == CLASSES and scores["window_s"] == 1.0
+    assert scores["starts_s"].tolist() == pytest.approx(list(np.arange(119) * 0.5))  # (60 - 1) / 0.5 + 1
+    events = merge_events(scores["starts_s"], scores["probs"], CLASSES, 1.0, 0.5, merge_gap_s=1.0,
+                          ignore=["background"])
+    table = read_table(str(out / "tables" / "main.selections.txt"))
+    assert [(e.label, round(e.begin_s, 6), round(min(e.end_s, 60.0), 6)) for e in events] == _events(table)
+
+
+def test_same_stem_in_two_folders_gets_two_tables(model_dir, tmp_path):
+    for sub in ("site_a", "site_b"):
+        (tmp_path / sub).mkdir()
+        write_recording(tmp_path / sub / "0001.wav", [("high", 2.0, 4.0)], duration_s=6.0)
+    out = tmp_path / "out"
+    assert _run(model_dir, [tmp_path / "site_a", tmp_path / "site_b"], out) == 0
+    tables = sorted(p.name for p in (out / "tables").iterdir())
+    assert len(tables) == 2 and all(t.startswith("0001-") for t in tables)
+    combined = read_table(str(out / scan.COMBINED_TABLE))
+    assert combined["Begin File"].tolist() == ["0001.wav", "0001.wav"]
+    assert float(combined["Begin Time (s)"].iloc[1]) == pytest.approx(6.0 + float(combined["File Offset (s)"].iloc[1]))
+
+
+def test_resume_skips_finished_rescans_changed_and_ignores_stale_temporaries(model_dir, recordings, tmp_path):
+    folder, main, other = recordings
+    out = tmp_path / "out"
+    assert _run(model_dir, [folder], out) == 0
+    first_csv = (out / scan.DETECTIONS_CSV).read_text()
+
+    stale = out / "tables" / ".main.selections.txt.abc123.tmp"  # what a killed run leaves
+    stale.write_text((out / "tables" / "main.selections.txt").read_text())
+    assert _run(model_dir, [folder], out) == 0
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert summary["recordings"]["done"] == 0 and summary["recordings"]["skipped"] == 2
+    assert not stale.exists() and (out / scan.DETECTIONS_CSV).read_text() == first_csv
+
+    write_recording(other, [("high", 1.0, 4.0)], duration_s=20.0, rate=8000, seed=2)  # the file changed
+    assert _run(model_dir, [folder], out) == 0
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert {f["name"]: f["status"] for f in summary["files"]} == {"main": "skipped", "other": "done"}
+    assert [e[0] for e in _events(read_table(str(out / "tables" / "other.selections.txt")))] == ["high"]
+    assert summary["detections_per_class"] == {"low": 2, "high": 2}
+
+    assert _run(model_dir, [folder], out, "--merge-gap-s", "40") == 0  # settings changed: everything again
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert summary["recordings"]["done"] == 2
+    assert [e[0] for e in _events(read_table(str(out / "tables" / "main.selections.txt")))] == ["low", "high"]
+    assert _run(model_dir, [folder], out, "--merge-gap-s", "40", "--no-resume") == 0
+    assert json.loads((out / scan.SUMMARY).read_text())["recordings"]["done"] == 2
+
+
+def test_a_killed_scan_loses_and_duplicates_nothing(model_dir, recordings, tmp_path, monkeypatch):
+    folder, main, other = recordings
+    out = tmp_path / "out"
+    real = scan.scan_recording
+
+    def dies_on_other(scorer, settings, path, **kwargs):
+        if os.path.basename(path) == "other.wav":
+            raise KeyboardInterrupt
+        return real(scorer, settings, path, **kwargs)
+
+    monkeypatch.setattr(scan, "scan_recording", dies_on_other)
+    with pytest.raises(KeyboardInterrupt):
+        _run(model_dir, [folder], out)
+    assert not (out / "ledger" / "other.json").exists() and (out / "ledger" / "main.json").exists()
+    monkeypatch.setattr(scan, "scan_recording", real)
+    assert _run(model_dir, [folder], out) == 0
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert {f["name"]: f["status"] for f in summary["files"]} == {"main": "skipped", "other": "done"}
+    assert len(pd.read_csv(out / scan.DETECTIONS_CSV)) == 4
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_corrupt_and_missing_files_are_recorded_and_the_others_run(model_dir, recordings, tmp_path, capsys):
+    folder, main, other = recordings
+    (folder / "broken.wav").write_bytes(b"RIFF not a wav at all")
+    truncated = folder / "truncated.wav"
+    sf.write(truncated, np.zeros(SR * 4, np.float32), SR, subtype="PCM_16")
+    truncated.write_bytes(truncated.read_bytes()[:-SR])  # the data chunk is shorter than its header says
+    out = tmp_path / "out"
+    assert _run(model_dir, [folder, tmp_path / "nowhere.wav"], out) == 1
+    assert "broken.wav" in capsys.readouterr().err
+    summary = json.loads((out / scan.SUMMARY).read_text())
+    assert summary["recordings"] == {"total": 5, "done": 2, "skipped": 0, "failed": 3}
+    reasons = {os.path.basename(f["file"]): f["reason"] for f in summary["failures"]}
+    assert set(reasons) == {"broken.wav", "truncated.wav", "nowhere.wav"}
+    assert "not a readable audio file" in reasons["broken.wav"] and "truncated" in reasons["truncated.wav"]
+    assert (out / "tables" / "main.selections.txt").is_file() and (out / "tables" / "other.selections.txt").is_file()
+
+
+def test_bad_model_dir_exits_2(recordings, tmp_path, capsys):
+    _, main, _ = recordings
+    assert _run(tmp_path, [main], tmp_path / "out") == 2
+    assert "missing model.keras" in capsys.readouterr().err
+
+
+def test_tflite_backend_gives_the_same_events(model_dir, recordings, tmp_path):
+    _, main, _ = recordings
+    assert _run(model_dir, [main], tmp_path / "k") == 0
+    assert _run(model_dir, [main], tmp_path / "t", "--backend", "tflite") == 0
+    keras_events, tflite_events = (_events(read_table(str(tmp_path / n / "tables" / "main.selections.txt")))
+                                   for n in ("k", "t"))
+    assert keras_events == tflite_events
+
+
+@pytest.mark.parametrize("backend", ["keras", "tflite"])
+def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backend):
+    from mammalnet.predict import load_model_dir
+
+    scorer = scan.WindowScorer(model_dir, batch_windows=32, backend=backend)
+    assert scorer.tail_windows == 2
+    windows = (0.2 * np.random.default_rng(3).standard_normal((37, WINDOW))).astype(np.float32)
+    model, _ = load_model_dir(model_dir)
+    np.testing.assert_allclose(scorer(windows), np.asarray(model(windows)), atol=1e-6)
+    assert scorer(windows[:0]).shape == (0, len(CLASSES))
