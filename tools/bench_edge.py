@@ -19,7 +19,10 @@ For each .tflite of MODEL_DIR (audio.json's `tflite_models`, else the files pres
   fit wrote it, with its pipeline.yaml; --pipeline / --data / --set override), windows cut as fit
   cuts them. Window accuracy, clip accuracy (mean window probability per clip, as fit reports), and
   the window accuracy drop against Keras in points. Without a run, only size, latency and memory are
-  measured (on noise windows).
+  measured (on noise windows);
+- with --recordings FILE_OR_DIR ...: top-1 agreement with Keras on every window of unlabelled long
+  recordings, cut at --hop-s as the scan cuts them (the hard cases a held-out split may lack: quiet
+  calls, ship noise, transients), capped at --max-recording-windows.
 Ratios are against model.tflite (float32) in the same run. Prints a table, writes JSON (default
 MODEL_DIR/bench_edge.json).
 """
@@ -145,6 +148,26 @@ def quality(probs: np.ndarray, keras_probs: np.ndarray, y: np.ndarray, clips: np
             "max_abs_diff": float(np.abs(probs - keras_probs).max())}
 
 
+def recording_windows(paths, audio: dict, hop_s: float, limit: int) -> np.ndarray:
+    """float32 [n <= limit, window] windows of the recordings, at hop_s, as the scan cuts them."""
+    from mammalnet.data.sources.common import DEFAULT_EXTENSIONS
+    from mammalnet.predict import iter_window_blocks
+    from mammalnet.scan import find_recordings
+
+    files, failures = find_recordings(paths, DEFAULT_EXTENSIONS)
+    if failures or not files:
+        raise SystemExit(f"bench_edge: --recordings: {failures or 'no audio file found'}")
+    hop = max(1, round(hop_s * int(audio["sample_rate_hz"])))
+    parts, count = [], 0
+    for path in files:
+        for _, windows in iter_window_blocks(path, audio, hop):
+            parts.append(windows[: limit - count])
+            count += len(parts[-1])
+            if count >= limit:
+                return np.concatenate(parts)
+    return np.concatenate(parts)
+
+
 def run_tflite_any(path: str, x: np.ndarray) -> np.ndarray:
     from mammalnet.export import run_tflite
 
@@ -211,6 +234,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recordings", nargs="+", default=None, metavar="FILE_OR_DIR",
+                        help="also measure top-1 agreement on every window of these long recordings")
+    parser.add_argument("--hop-s", type=float, default=None, help="--recordings hop (default: half a window)")
+    parser.add_argument("--max-recording-windows", type=int, default=20000)
     parser.add_argument("--out", default=None, help="default: MODEL_DIR/bench_edge.json")
     args = parser.parse_args(argv)
 
@@ -238,6 +265,20 @@ def main(argv=None) -> int:
     for kind, timing in measure(files, windows, args).items():
         rows[kind].update(timing)
     print(table(rows, "float32"))
+    recordings = None
+    if args.recordings:
+        from mammalnet.predict import load_model_dir
+
+        model, _ = load_model_dir(args.model_dir)
+        hop_s = args.hop_s or audio["window_samples"] / audio["sample_rate_hz"] / 2
+        x = recording_windows(args.recordings, audio, hop_s, args.max_recording_windows)
+        keras_top = np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
+        keras_top = keras_top.argmax(1)
+        recordings = {"windows": int(len(x)), "hop_s": hop_s, "paths": args.recordings,
+                      "top1_agreement": {kind: float(np.mean(run_tflite_any(path, x).argmax(1) == keras_top))
+                                         for kind, path in files.items()}}
+        print(f"bench_edge: top-1 agreement with Keras on {len(x)} windows of {' '.join(args.recordings)} at a "
+              f"{hop_s:g}-s hop: " + ", ".join(f"{k} {v:.4f}" for k, v in recordings["top1_agreement"].items()))
     reference = rows["float32"]
     for kind in files:
         rows[kind]["vs_float32"] = {key: rows[kind][key] / reference[key] for key in ("kb", "median_ms", "p90_ms")}
@@ -246,7 +287,8 @@ def main(argv=None) -> int:
 
     write_json(out, {"model_dir": os.path.abspath(args.model_dir), "threads": args.threads, "runs": args.runs,
                      "rounds": args.rounds, "split": args.split if data is not None else None,
-                     "held_out_windows": None if data is None else int(len(data[0])), "models": rows})
+                     "held_out_windows": None if data is None else int(len(data[0])), "models": rows,
+                     "recordings": recordings})
     print(f"bench_edge: wrote {out}")
     return 0
 
