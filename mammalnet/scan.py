@@ -337,7 +337,8 @@ def recording_samples(audio: dict, path) -> int:
 
 
 def score_windows(scorer: WindowScorer, settings: ScanSettings, path, *, timings: dict | None = None,
-                  start_sample: int = 0, stop_sample: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  start_sample: int = 0, stop_sample: int | None = None,
+                  on_block=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every window of a recording scored, block by block (no event merging here).
 
     The windows are those of resampling the whole file and framing it at the hop
@@ -347,6 +348,7 @@ def score_windows(scorer: WindowScorer, settings: ScanSettings, path, *, timings
         timings: when given, seconds of decode_s, resample_s, frame_s and infer_s are added to it.
         start_sample, stop_sample: only the reads that start in [start_sample, stop_sample) at the
             model rate (None: to the end); start_sample a multiple of `read_step_samples`.
+        on_block: when given, called after each block with the seconds of audio it covered.
 
     Yields:
         (window starts in seconds [k], probabilities float32 [k, classes]) per block, in order.
@@ -371,6 +373,8 @@ def score_windows(scorer: WindowScorer, settings: ScanSettings, path, *, timings
         began = _add_time(timings, "frame_s", began)
         probs = scorer(windows)
         _add_time(timings, "infer_s", began)
+        if on_block is not None:  # the samples up to the next block's first, or the file's end
+            on_block((total - first if first + len(waveform) >= total else hop * len(windows)) / rate)
         yield (first + hop * np.arange(len(windows))) / rate, probs
 
 
@@ -387,7 +391,7 @@ class RecordingScan:
 
 
 def scan_recording(scorer: WindowScorer, settings: ScanSettings, path, *,
-                   timings: dict | None = None) -> RecordingScan:
+                   timings: dict | None = None, on_block=None) -> RecordingScan:
     """Scores a recording and merges its windows into events (EventMerger).
 
     Events end at most at the recording's end (the last window may run past it, padded).
@@ -397,7 +401,7 @@ def scan_recording(scorer: WindowScorer, settings: ScanSettings, path, *,
     """
     path = os.fspath(path)
     duration_s = audio_info(path).duration_s
-    blocks = score_windows(scorer, settings, path, timings=timings)
+    blocks = score_windows(scorer, settings, path, timings=timings, on_block=on_block)
     return merge_windows(scorer.info, settings, path, duration_s, blocks, timings=timings)
 
 
@@ -592,7 +596,7 @@ def finish_recording(info: ModelInfo, settings: ScanSettings, out_dir, record: d
 
 
 def process_recording(scorer: WindowScorer, settings: ScanSettings, path, out_dir, name: str, *,
-                      resume: bool = True, timings: dict | None = None) -> dict:
+                      resume: bool = True, timings: dict | None = None, on_block=None) -> dict:
     """Scans one recording into out_dir (table, scores, ledger record), unless already done.
 
     The unit of work of a scan, whatever runs it (this module's loop, a Beam pipeline): it reads
@@ -608,7 +612,7 @@ def process_recording(scorer: WindowScorer, settings: ScanSettings, path, out_di
     if final is not None:
         return final
     try:
-        scan = scan_recording(scorer, settings, path, timings=timings)
+        scan = scan_recording(scorer, settings, path, timings=timings, on_block=on_block)
     except Exception as err:  # a batch job records the file and goes on
         return dict(record, status="failed", reason=failure_reason(path, err))
     return finish_recording(scorer.info, settings, out_dir, record, scan, timings=timings)
@@ -661,11 +665,17 @@ def combine_tables(out_dir, records: Sequence[dict]) -> tuple[pd.DataFrame, pd.D
     return combined[columns], detections[list(CSV_COLUMNS)]
 
 
-def _progress(stream, index: int, total: int, counts: collections.Counter, hours: float, wall_s: float) -> None:
+def _progress(stream, index: int, total: int, counts: collections.Counter, hours: float, wall_s: float, *,
+              within: str = "") -> None:
+    """A line per recording; on a terminal also one rewritten in place after every block (`within`)."""
     rate = hours / wall_s if wall_s > 0 else 0.0
-    print(f"scan: {index}/{total} recordings ({counts['done']} scanned, {counts['skipped']} skipped, "
-          f"{counts['failed']} failed), {hours:.3f} audio-h scanned in {wall_s:.1f} s = {rate:.3f} audio-h/s",
-          file=stream, flush=True)
+    line = (f"scan: {index}/{total} recordings ({counts['done']} scanned, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed), {hours:.3f} audio-h scanned in {wall_s:.1f} s = {rate:.3f} audio-h/s")
+    if within:
+        if stream.isatty():
+            print(f"\r\033[K{line}; {within}", end="", file=stream, flush=True)
+        return
+    print(f"\r\033[K{line}" if stream.isatty() else line, file=stream, flush=True)
 
 
 def open_scan(model_dir, out_dir, *, hop_s: float | None = None, threshold: float | None = None,
@@ -703,7 +713,8 @@ def scan_paths(model_dir, paths: Sequence, out_dir, *, hop_s: float | None = Non
         hop_s ... backend: see `resolve_settings`.
         resume: skip recordings finished before with the same file, model and settings.
         extensions: audio extensions searched for in folders.
-        progress: print a progress line on stderr after each recording.
+        progress: print a progress line on stderr after each recording (on a terminal, also one
+            updated in place after every block of a long one).
         timings: when given, seconds per stage are added to it (decode_s, resample_s, frame_s,
             infer_s, merge_s, write_s).
 
@@ -724,7 +735,15 @@ def scan_paths(model_dir, paths: Sequence, out_dir, *, hop_s: float | None = Non
     counts, records, hours_scanned = collections.Counter(failed=missing), [], 0.0
     t_scan = time.perf_counter()
     for index, (path, name) in enumerate(zip(files, recording_names(files)), start=1):
-        record = process_recording(scorer, settings, path, out_dir, name, resume=resume, timings=timings)
+        within = [0.0]  # seconds of this recording scanned so far
+
+        def on_block(seconds, index=index, path=path, within=within):
+            within[0] += seconds
+            _progress(sys.stderr, index - 1, len(files), counts, hours_scanned + within[0] / 3600,
+                      time.perf_counter() - t_scan, within=f"{os.path.basename(path)} at {within[0] / 3600:.2f} h")
+
+        record = process_recording(scorer, settings, path, out_dir, name, resume=resume, timings=timings,
+                                   on_block=on_block if progress else None)
         counts[record["status"]] += 1
         if record["status"] == "failed":
             failures.append({"file": record["file"], "reason": record["reason"]})

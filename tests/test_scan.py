@@ -302,3 +302,29 @@ def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backe
     model, _ = load_model_dir(model_dir)
     np.testing.assert_allclose(scorer(windows), np.asarray(model(windows)), atol=1e-6)
     assert scorer(windows[:0]).shape == (0, len(CLASSES))
+
+
+def test_progress_is_reported_after_every_block_on_a_terminal(model_dir, recordings, monkeypatch):
+    import io
+
+    folder, main, _ = recordings
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    blocks = []
+    scorer = scan.WindowScorer(model_dir, batch_windows=4)
+    settings = scan.resolve_settings(scorer.audio, block_s=3.2, batch_windows=4)
+    list(scan.score_windows(scorer, settings, main, on_block=blocks.append))
+    assert len(blocks) > 3 and sum(blocks) == pytest.approx(scan.audio_info(str(main)).duration_s, abs=0.01)
+
+    terminal = Terminal()
+    monkeypatch.setattr(scan.sys, "stderr", terminal)
+    scan.scan_paths(model_dir, [main], folder / "out", block_s=3.2, batch_windows=4)
+    text = terminal.getvalue()
+    in_place = [part for part in text.split("\r") if " at " in part]  # rewritten after each block
+    assert len(in_place) >= len(blocks) and "main.wav at 0.01 h" in text
+    final = text.split("\r")[-1]  # the recording's own line, written over the in-place one
+    assert final.startswith("\033[Kscan: 1/1 recordings (1 scanned, 0 skipped, 0 failed), 0.017 audio-h scanned")
+    assert final.endswith(" audio-h/s\n")
