@@ -69,9 +69,7 @@ import logging
 import math
 import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -719,28 +717,10 @@ def ensure_long_archive(settings: LongRecordingConfig, cache_dir: str | os.PathL
     target = cache / archive_name(settings)
     if is_complete(target, settings):
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     logger.info("generating the synthetic long-recording archive (%d x %.2f h at %d Hz) into %s",
                 settings.files, settings.hours_per_file, settings.sample_rate_hz, target)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
-    try:
-        os.chmod(tmp, 0o755)
-        generate_long_archive(tmp, settings, progress=progress)
-        if target.exists():  # stale or incomplete: move it aside first
-            stale = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=cache))
-            os.replace(target, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if is_complete(target, settings):  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return target
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return ocean.build_in_cache(target, lambda tmp: generate_long_archive(tmp, settings, progress=progress),
+                                lambda folder: is_complete(folder, settings))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -403,20 +403,29 @@ def ensure_ocean(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
     target = cache / dataset_name(seed, num_clips)
     if _is_complete(target, seed, num_clips):
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     logger.info("generating the synthetic ocean (%d clips, seed %d) into %s", num_clips, seed, target)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache))
+    return build_in_cache(target, lambda tmp: generate_ocean(tmp, seed=seed, num_clips=num_clips, progress=progress),
+                          lambda folder: _is_complete(folder, seed, num_clips))
+
+
+def build_in_cache(target: pathlib.Path, build, is_complete) -> pathlib.Path:
+    """Builds a dataset folder with `build(tmp)` in a temporary sibling of `target`, then renames it into
+    place, so an interrupted run never leaves a half-written dataset behind; a stale `target` is moved
+    aside first, and a concurrent process that finished first (`is_complete(target)`) wins.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)
-        generate_ocean(tmp, seed=seed, num_clips=num_clips, progress=progress)
-        if target.exists():  # stale: wrong marker or an older layout; move it aside first
-            stale = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=cache))
+        build(tmp)
+        if target.exists():  # stale: wrong marker, an older layout or incomplete; move it aside first
+            stale = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
             os.replace(target, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)
         try:
             os.replace(tmp, target)
         except OSError:
-            if _is_complete(target, seed, num_clips):  # another process finished first
+            if is_complete(target):  # another process finished first
                 shutil.rmtree(tmp, ignore_errors=True)
                 return target
             raise
