@@ -15,7 +15,7 @@ The buoy does not resample: a stream at another rate is refused.
 Windows start at multiples of the hop; at the end of the input, samples after the last full window
 get one more window, zero-padded (as `mammalnet.audio.dsp.frame_windows` cuts a file).
 
-Imports numpy, the standard library, ai_edge_litert and mammalnet.edge.events only: never tensorflow
+Imports numpy, the standard library, ai_edge_litert, mammalnet.edge.events and mammalnet.cli only: never tensorflow
 or keras, so it runs where only LiteRT is installed. The model folder gives audio.json (rate, window,
 class names, thresholds) and takes any of export's .tflite files: float32, float16 or int8 (quantized
 input or output tensors, if any, are handled through their scale and zero point).
@@ -33,6 +33,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from mammalnet.cli import non_negative_float, positive_float, positive_int
 from mammalnet.edge.events import EventMerger, default_ignored, detection_thresholds, threshold_arg
 
 _PCM_SCALE = 32768.0  # s16 full scale -> [-1, 1)
@@ -279,17 +280,6 @@ def run_stream(model: WindowModel, blocks, *, sample_rate_hz: int, window_sample
     return count
 
 
-def _positive(convert, name):
-    def parse(text):
-        value = convert(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive. Received: {text}")
-        return value
-
-    parse.__name__ = name
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mammalnet.edge.buoy",
@@ -300,19 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", default="-", help="audio file, or - for stdin (default)")
     parser.add_argument("--format", choices=("raw", "wav"), default=None,
                         help="raw: s16le mono; wav: 16-bit mono WAV (default: wav for *.wav files, else raw)")
-    parser.add_argument("--rate", type=_positive(int, "rate"), default=None,
+    parser.add_argument("--rate", type=positive_int, default=None,
                         help="sample rate of raw input in Hz (default: the model rate; others are refused)")
-    parser.add_argument("--hop-s", type=_positive(float, "hop_s"), default=None,
+    parser.add_argument("--hop-s", type=positive_float, default=None,
                         help="seconds between window starts (default: half a window, as python -m mammalnet.scan)")
     parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="P|CLASS=P",
                         help="detection threshold for every class (P) or one class (CLASS=P); repeatable "
                              "(default: audio.json thresholds, else 0.5)")
-    parser.add_argument("--merge-gap-s", type=float, default=0.0,
+    parser.add_argument("--merge-gap-s", type=non_negative_float, default=0.0,
                         help="join detections of a class at most this far apart (default: 0)")
     parser.add_argument("--ignore", action="append", default=None, metavar="CLASS",
                         help="class never reported; repeatable (default: audio.json background_classes, "
                              "else 'background' if the model has it)")
-    parser.add_argument("--threads", type=_positive(int, "threads"), default=1, help="LiteRT threads (default: 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (default: 1)")
     parser.add_argument("--audio-json", default=None, help="default: audio.json beside the model")
     parser.add_argument("--scores-out", default=None, metavar="FILE.jsonl",
                         help="also write every window's probabilities here, one JSON line per window")
