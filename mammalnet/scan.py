@@ -1,22 +1,23 @@
 """Long recordings -> Raven selection tables, with an exported model folder.
 
     python -m mammalnet.scan MODEL_DIR PATHS... --out DIR [--hop-s S] [--threshold P | --threshold CLASS=P ...]
-        [--merge-gap-s S] [--ignore-class NAME ...] [--batch-windows N] [--block-s S] [--no-resume]
+        [--merge-gap-s S] [--ignore-class NAME ...] [--batch-windows N] [--threads N] [--block-s S] [--no-resume]
         [--save-scores] [--extensions .wav .flac ...] [--backend keras|tflite]
         [--runner RUNNER [--beam-block-s S] [Beam pipeline options ...]]
 
 PATHS are audio files or folders (searched recursively for `--extensions`, hidden entries skipped).
 Each recording is read block by block by offset (`predict.iter_resampled_blocks`: memory bounded by
 `--block-s`, whatever the file's length), resampled to the model rate, cut into windows at the hop
-(default: half a window; the last window padded as audio.json's pad_mode
-says) and scored in fixed-size batches of `--batch-windows`. Window probabilities become events with
-`mammalnet.edge.events.EventMerger` (a class is active where its probability is at or above its
-threshold; active windows of one class at most `--merge-gap-s` apart are one event, ending at the
-last window's end, cut at the end of the recording).
+(default: half a window; the last window padded as audio.json's pad_mode says) and scored in
+fixed-size batches of `--batch-windows`, `--threads` batches at a time. Window probabilities become
+events with `mammalnet.edge.events.EventMerger` (a class is active where its probability is at or
+above its threshold; active windows of one class at most `--merge-gap-s` apart are one event, ending
+at the last window's end, cut at the end of the recording).
 
 Backends: `keras` (default) runs model.keras as a tf.function of fixed batch shape with the weights
 frozen to constants; `tflite` runs the export's model.tflite with LiteRT. On 2 CPU cores the keras
-backend scored the 2 kHz student ~1.6x faster (tools/bench_scan.py); inference is ~95 % of a scan.
+backend scanned with the 2 kHz buoy student 1.7x faster (tools/bench_scan.py); inference is ~3/4 of
+a scan's time, decoding most of the rest.
 
 Thresholds: audio.json `thresholds` (classes it leaves out: 0.5); `--threshold P` sets every class,
 `--threshold CLASS=P` one class (applied after a plain P). Classes never reported: `--ignore-class`,
@@ -63,6 +64,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep stdo
 
 import argparse
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import glob
@@ -88,6 +90,10 @@ from mammalnet.report.metrics import to_jsonable
 
 BACKENDS = ("keras", "tflite")
 DEFAULT_BATCH_WINDOWS = 256
+# Model calls in flight at once. On 2 CPU cores (tools/bench_scan.py) two threads scanned 24 h with the
+# buoy student's model.tflite 1.4x faster than one; with model.keras the difference was within the run-to-run
+# noise for that student, +16 % windows per second for the CBAM student (small calls leave a core idle).
+DEFAULT_THREADS = 2
 DEFAULT_BLOCK_S = 600.0
 DEFAULT_THRESHOLD = 0.5
 TABLES, SCORES, LEDGER = "tables", "scores", "ledger"
@@ -116,6 +122,7 @@ class ScanSettings:
     block_s: float = DEFAULT_BLOCK_S
     save_scores: bool = False
     backend: str = "keras"
+    threads: int = DEFAULT_THREADS
 
     def result_key(self) -> dict:
         """The settings that decide the events and scores: what a resumed recording must match."""
@@ -125,14 +132,19 @@ class ScanSettings:
 
     def as_dict(self) -> dict:
         return dict(self.result_key(), batch_windows=self.batch_windows, block_s=self.block_s,
-                    save_scores=self.save_scores)
+                    save_scores=self.save_scores, threads=self.threads)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 def resolve_settings(audio: dict, *, hop_s: float | None = None, threshold: float | None = None,
                      class_thresholds: dict | None = None, merge_gap_s: float = 0.0,
                      ignore: Sequence[str] | None = None, batch_windows: int = DEFAULT_BATCH_WINDOWS,
                      block_s: float = DEFAULT_BLOCK_S, save_scores: bool = False,
-                     backend: str = "keras") -> ScanSettings:
+                     backend: str = "keras", threads: int = DEFAULT_THREADS) -> ScanSettings:
     """ScanSettings from the flags and the model's audio.json.
 
     Args:
@@ -148,11 +160,12 @@ def resolve_settings(audio: dict, *, hop_s: float | None = None, threshold: floa
             windows (memory: about block_s x file rate x channels x 4 bytes, plus one batch of windows).
         save_scores: keep every window's probabilities (scores/<name>.npz).
         backend: "keras" (model.keras in a tf.function) or "tflite" (model.tflite with LiteRT).
+        threads: batches scored at once (see WindowScorer); does not change the results.
 
     Raises:
-        ValueError: a non-positive hop, batch or block, a negative merge gap, an unknown backend, a
-            threshold outside [0, 1] or naming a class the model does not have, an unknown ignored
-            class. ModelDirError: an audio.json `band_hz` or `background_classes` that is unusable.
+        ValueError: a non-positive hop, batch, block or thread count, a negative merge gap, an unknown
+            backend, a threshold outside [0, 1] or naming a class the model does not have, an unknown
+            ignored class. ModelDirError: an audio.json `band_hz` or `background_classes` that is unusable.
     """
     names = list(audio["class_names"])
     rate = int(audio["sample_rate_hz"])
@@ -165,8 +178,8 @@ def resolve_settings(audio: dict, *, hop_s: float | None = None, threshold: floa
     hop_s = max(1, round(hop_s * rate)) / rate
     if not merge_gap_s >= 0:
         raise ValueError(f"merge_gap_s must be >= 0. Received: merge_gap_s={merge_gap_s}")
-    if isinstance(batch_windows, bool) or not isinstance(batch_windows, int) or batch_windows < 1:
-        raise ValueError(f"batch_windows must be a positive integer. Received: batch_windows={batch_windows!r}")
+    _check_positive_int("batch_windows", batch_windows)
+    _check_positive_int("threads", threads)
     if not block_s > 0:
         raise ValueError(f"block_s must be positive. Received: block_s={block_s}")
     if backend not in BACKENDS:
@@ -191,7 +204,7 @@ def resolve_settings(audio: dict, *, hop_s: float | None = None, threshold: floa
     return ScanSettings(hop_s=float(hop_s), thresholds=thresholds, merge_gap_s=float(merge_gap_s),
                         ignore=tuple(sorted(ignore)), band_hz=(float(band[0]), float(band[1])),
                         batch_windows=batch_windows, block_s=float(block_s), save_scores=bool(save_scores),
-                        backend=backend)
+                        backend=backend, threads=threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,22 +236,32 @@ class WindowScorer:
     padded windows are computed per call instead of up to batch_windows - 1. The padding's
     outputs are dropped; no layer mixes examples at inference.
 
+    With `threads` > 1 the batches of a call are dealt to that many threads, each scoring its share
+    in turn (TensorFlow and LiteRT release the GIL while they compute): the keras backend shares one
+    frozen function, the tflite backend gives every thread its own interpreter. A batch's outputs
+    do not depend on which thread scores it.
+
     Args:
         model_dir: the export folder.
         batch_windows: windows per model call.
         backend: "keras": model.keras as a tf.function with a fixed input shape, weights frozen to
             constants; "tflite": model.tflite through LiteRT with the input resized to the batch.
+        threads: model calls in flight at once.
 
     Raises:
         ModelDirError: an unusable model folder (no model.tflite for the tflite backend).
+        ValueError: threads not a positive integer.
     """
 
-    def __init__(self, model_dir, *, batch_windows: int = DEFAULT_BATCH_WINDOWS, backend: str = "keras"):
+    def __init__(self, model_dir, *, batch_windows: int = DEFAULT_BATCH_WINDOWS, backend: str = "keras",
+                 threads: int = DEFAULT_THREADS):
         model, self.audio = load_model_dir(model_dir)
         self.model_dir = Path(model_dir)
         self.batch_windows = int(batch_windows)
         self.tail_windows = max(1, self.batch_windows // 16)
         self.backend = backend
+        _check_positive_int("threads", threads)
+        self.threads = threads
         self.window_samples = int(self.audio["window_samples"])
         self.class_names = list(self.audio["class_names"])
         files = ["model.keras", "audio.json"]
@@ -249,7 +272,11 @@ class WindowScorer:
             files.append("model.tflite")
         else:
             raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
-        self._runners = {size: make(size) for size in {self.batch_windows, self.tail_windows}}
+        sizes = {self.batch_windows, self.tail_windows}
+        if backend == "keras":  # a concrete function may be called from several threads at once
+            self._runners = [{size: make(size) for size in sizes}] * self.threads
+        else:  # an interpreter may not
+            self._runners = [{size: make(size) for size in sizes} for _ in range(self.threads)]
         digest = hashlib.sha256()
         for name in files:
             digest.update((self.model_dir / name).read_bytes())
@@ -277,7 +304,7 @@ class WindowScorer:
         path = self.model_dir / "model.tflite"
         if not path.is_file():
             raise ModelDirError(f"{self.model_dir}: the tflite backend needs model.tflite, which is missing")
-        interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        interpreter = Interpreter(model_path=str(path), num_threads=max(1, (os.cpu_count() or 1) // self.threads))
         inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         interpreter.resize_tensor_input(inp["index"], [batch, self.window_samples])
         interpreter.allocate_tensors()
@@ -294,14 +321,24 @@ class WindowScorer:
         windows = np.asarray(windows, np.float32)
         n = len(windows)
         probs = np.empty((n, len(self.class_names)), np.float32)
-        i = 0
+        batches, i = [], 0  # (first window, batch size)
         while i < n:
-            size = self.batch_windows if n - i >= self.batch_windows else self.tail_windows
-            batch = windows[i:i + size]
-            if len(batch) < size:
-                batch = np.concatenate([batch, np.zeros((size - len(batch), self.window_samples), np.float32)])
-            probs[i:i + size] = self._runners[size](np.ascontiguousarray(batch))[:n - i]
-            i += size
+            batches.append((i, self.batch_windows if n - i >= self.batch_windows else self.tail_windows))
+            i += batches[-1][1]
+        lanes = max(1, min(self.threads, len(batches)))
+
+        def score(lane: int) -> None:
+            for i, size in batches[lane::lanes]:
+                batch = windows[i:i + size]
+                if len(batch) < size:
+                    batch = np.concatenate([batch, np.zeros((size - len(batch), self.window_samples), np.float32)])
+                probs[i:i + size] = self._runners[lane][size](np.ascontiguousarray(batch))[:n - i]
+
+        if lanes == 1:
+            score(0)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(lanes) as pool:
+                list(pool.map(score, range(lanes)))  # list(): a thread's error is raised here
         return probs
 
 
@@ -312,18 +349,20 @@ def _add_time(timings: dict | None, key: str, since: float) -> float:
     return now
 
 
-def _read_plan(audio: dict, settings: ScanSettings, batch_windows: int) -> tuple[int, int]:
+def _read_plan(audio: dict, settings: ScanSettings, batch_windows: int, threads: int) -> tuple[int, int]:
     """(hop, windows per read) at the model rate for `score_windows`."""
     rate = int(audio["sample_rate_hz"])
     hop = round(settings.hop_s * rate)
-    # whole batches per block: only a file's last block leaves a partial batch
-    return hop, -(-max(1, int(settings.block_s * rate) // hop) // batch_windows) * batch_windows
+    # whole batches per block, as many for every thread: only a file's last block leaves a partial batch
+    # or an idle thread
+    unit = batch_windows * threads
+    return hop, -(-max(1, int(settings.block_s * rate) // hop) // unit) * unit
 
 
 def read_step_samples(audio: dict, settings: ScanSettings) -> int:
     """Model-rate samples from one read of `score_windows` to the next: a part of a recording
     scored apart gives the windows and scores of scoring it whole when it starts on this grid."""
-    hop, block_windows = _read_plan(audio, settings, settings.batch_windows)
+    hop, block_windows = _read_plan(audio, settings, settings.batch_windows, settings.threads)
     return block_step_samples(audio, hop, block_windows)
 
 
@@ -360,7 +399,7 @@ def score_windows(scorer: WindowScorer, settings: ScanSettings, path, *, timings
 
     audio = scorer.audio
     rate, window = int(audio["sample_rate_hz"]), scorer.window_samples
-    hop, block_windows = _read_plan(audio, settings, scorer.batch_windows)
+    hop, block_windows = _read_plan(audio, settings, scorer.batch_windows, scorer.threads)
     for first, waveform, total in iter_resampled_blocks(path, audio, hop, block_windows, timings=timings,
                                                         start_sample=start_sample, stop_sample=stop_sample):
         began = time.perf_counter()
@@ -681,7 +720,7 @@ def _progress(stream, index: int, total: int, counts: collections.Counter, hours
 def open_scan(model_dir, out_dir, *, hop_s: float | None = None, threshold: float | None = None,
               class_thresholds: dict | None = None, merge_gap_s: float = 0.0, ignore: Sequence[str] | None = None,
               batch_windows: int = DEFAULT_BATCH_WINDOWS, block_s: float = DEFAULT_BLOCK_S, save_scores: bool = False,
-              backend: str = "keras") -> tuple[WindowScorer, ScanSettings]:
+              backend: str = "keras", threads: int = DEFAULT_THREADS) -> tuple[WindowScorer, ScanSettings]:
     """The scorer and settings of a scan, with out_dir created and a killed scan's temporaries removed.
 
     Args:
@@ -690,10 +729,10 @@ def open_scan(model_dir, out_dir, *, hop_s: float | None = None, threshold: floa
     Raises:
         ModelDirError: an unusable model folder. ValueError: bad settings.
     """
-    scorer = WindowScorer(model_dir, batch_windows=batch_windows, backend=backend)
+    scorer = WindowScorer(model_dir, batch_windows=batch_windows, backend=backend, threads=threads)
     settings = resolve_settings(scorer.audio, hop_s=hop_s, threshold=threshold, class_thresholds=class_thresholds,
                                 merge_gap_s=merge_gap_s, ignore=ignore, batch_windows=batch_windows,
-                                block_s=block_s, save_scores=save_scores, backend=backend)
+                                block_s=block_s, save_scores=save_scores, backend=backend, threads=threads)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
     return scorer, settings
@@ -703,7 +742,8 @@ def scan_paths(model_dir, paths: Sequence, out_dir, *, hop_s: float | None = Non
                class_thresholds: dict | None = None, merge_gap_s: float = 0.0, ignore: Sequence[str] | None = None,
                batch_windows: int = DEFAULT_BATCH_WINDOWS, block_s: float = DEFAULT_BLOCK_S,
                save_scores: bool = False, resume: bool = True, extensions: Sequence[str] = DEFAULT_EXTENSIONS,
-               backend: str = "keras", progress: bool = True, timings: dict | None = None) -> dict:
+               backend: str = "keras", threads: int = DEFAULT_THREADS, progress: bool = True,
+               timings: dict | None = None) -> dict:
     """Scans files and folders of recordings into out_dir (see the module docstring).
 
     Args:
@@ -728,7 +768,7 @@ def scan_paths(model_dir, paths: Sequence, out_dir, *, hop_s: float | None = Non
     scorer, settings = open_scan(model_dir, out_dir, hop_s=hop_s, threshold=threshold,
                                  class_thresholds=class_thresholds, merge_gap_s=merge_gap_s, ignore=ignore,
                                  batch_windows=batch_windows, block_s=block_s, save_scores=save_scores,
-                                 backend=backend)
+                                 backend=backend, threads=threads)
     out_dir = Path(out_dir)
     files, failures = find_recordings(paths, extensions)
     missing = len(failures)  # PATHS that do not exist
@@ -824,6 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "else 'background' if the model has it)")
     parser.add_argument("--batch-windows", type=positive_int, default=DEFAULT_BATCH_WINDOWS,
                         help=f"windows per model call (default: {DEFAULT_BATCH_WINDOWS})")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help=f"batches scored at once; results do not depend on it (default: {DEFAULT_THREADS})")
     parser.add_argument("--block-s", type=positive_float, default=DEFAULT_BLOCK_S,
                         help="seconds of audio read at a time, rounded up to whole batches of windows; bounds memory "
                              f"(default: {DEFAULT_BLOCK_S:g})")
@@ -856,7 +898,7 @@ def main(argv=None) -> int:
     options = dict(hop_s=args.hop_s, threshold=plain[-1] if plain else None, class_thresholds=per_class,
                    merge_gap_s=args.merge_gap_s, ignore=args.ignore_class, batch_windows=args.batch_windows,
                    block_s=args.block_s, save_scores=args.save_scores, resume=not args.no_resume,
-                   extensions=args.extensions, backend=args.backend)
+                   extensions=args.extensions, backend=args.backend, threads=args.threads)
     try:
         if args.runner is None:
             summary = scan_paths(args.model_dir, args.paths, args.out, **options)

@@ -104,7 +104,7 @@ class _ScoringDoFn(beam.DoFn):
     def setup(self):
         settings = self.job.settings
         self.scorer = scan.WindowScorer(self.job.model_dir, batch_windows=settings.batch_windows,
-                                        backend=settings.backend)
+                                        backend=settings.backend, threads=settings.threads)
         if self.scorer.fingerprint != self.job.info.fingerprint:
             raise ModelDirError(f"{self.job.model_dir}: the model files on this worker differ from the ones the scan "
                                 f"was launched with (changed since, or not the same shared folder)")
@@ -245,7 +245,7 @@ def scan_paths_beam(model_dir, paths: Sequence, out_dir, *, runner: str = "Direc
                     merge_gap_s: float = 0.0, ignore: Sequence[str] | None = None,
                     batch_windows: int = scan.DEFAULT_BATCH_WINDOWS, block_s: float = scan.DEFAULT_BLOCK_S,
                     save_scores: bool = False, resume: bool = True, extensions: Sequence[str] = DEFAULT_EXTENSIONS,
-                    backend: str = "keras", counters: dict | None = None) -> dict:
+                    backend: str = "keras", threads: int = scan.DEFAULT_THREADS, counters: dict | None = None) -> dict:
     """`scan.scan_paths` as a Beam pipeline; returns the scan.json summary once the job is done.
 
     Args:
@@ -269,7 +269,7 @@ def scan_paths_beam(model_dir, paths: Sequence, out_dir, *, runner: str = "Direc
     scorer, settings = scan.open_scan(model_dir, out_dir, hop_s=hop_s, threshold=threshold,
                                       class_thresholds=class_thresholds, merge_gap_s=merge_gap_s, ignore=ignore,
                                       batch_windows=batch_windows, block_s=block_s, save_scores=save_scores,
-                                      backend=backend)
+                                      backend=backend, threads=threads)
     block_samples = None
     if beam_block_s is not None:
         step = scan.read_step_samples(scorer.audio, settings)

@@ -165,11 +165,11 @@ def test_thresholds_and_band_come_from_audio_json(model_dir, recordings, tmp_pat
     assert table[["Low Freq (Hz)", "High Freq (Hz)"]].astype(float).values.tolist() == [[300.0, 1800.0]]
 
 
-def test_block_and_batch_size_do_not_change_events(model_dir, recordings, tmp_path):
+def test_block_batch_size_and_threads_do_not_change_events(model_dir, recordings, tmp_path):
     folder, main, other = recordings
     runs = {}
-    for name, extra in (("big", ["--block-s", "600", "--batch-windows", "256"]),
-                        ("small", ["--block-s", "3.2", "--batch-windows", "5"])):
+    for name, extra in (("big", ["--block-s", "600", "--batch-windows", "256", "--threads", "1"]),
+                        ("small", ["--block-s", "3.2", "--batch-windows", "5", "--threads", "3"])):
         assert _run(model_dir, [folder], tmp_path / name, *extra, "--save-scores") == 0
         runs[name] = tmp_path / name
     # at the model rate, blocks are exact: same windows, same scores, same table text
@@ -292,16 +292,29 @@ def test_tflite_backend_gives_the_same_events(model_dir, recordings, tmp_path):
     assert keras_events == tflite_events
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("backend", ["keras", "tflite"])
-def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backend):
+def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backend, threads):
     from mammalnet.predict import load_model_dir
 
-    scorer = scan.WindowScorer(model_dir, batch_windows=32, backend=backend)
-    assert scorer.tail_windows == 2
+    scorer = scan.WindowScorer(model_dir, batch_windows=32, backend=backend, threads=threads)
+    assert scorer.tail_windows == 2  # 37 windows: batches of 32, 2, 2 and 2 (padded), dealt to the threads
     windows = (0.2 * np.random.default_rng(3).standard_normal((37, WINDOW))).astype(np.float32)
     model, _ = load_model_dir(model_dir)
     np.testing.assert_allclose(scorer(windows), np.asarray(model(windows)), atol=1e-6)
     assert scorer(windows[:0]).shape == (0, len(CLASSES))
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_threads_must_be_a_positive_integer(model_dir, threads):
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        scan.WindowScorer(model_dir, threads=threads)
+
+
+def test_threads_flag_is_checked_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        scan.build_parser().parse_args(["MODEL", "AUDIO", "--out", "OUT", "--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_progress_is_reported_after_every_block_on_a_terminal(model_dir, recordings, monkeypatch):

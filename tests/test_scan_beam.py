@@ -185,10 +185,13 @@ def test_bad_beam_arguments(model_dir, archive, tmp_path, capsys):
 
 
 def test_a_part_of_a_recording_must_start_on_the_read_grid(model_dir, archive):
-    scorer = scan.WindowScorer(model_dir, batch_windows=4)
-    settings = scan.resolve_settings(scorer.audio, batch_windows=4, block_s=2.0)
+    scorer = scan.WindowScorer(model_dir, batch_windows=4, threads=1)
+    settings = scan.resolve_settings(scorer.audio, batch_windows=4, block_s=2.0, threads=1)
     step = scan.read_step_samples(scorer.audio, settings)
     assert step == 4 * SR // 2  # 4 windows at the 0.5-s hop
+    # a read holds as many whole batches for every thread
+    assert scan.read_step_samples(scorer.audio, scan.resolve_settings(scorer.audio, batch_windows=4, block_s=2.0,
+                                                                      threads=2)) == 2 * step
     main = archive[0] / "main.wav"
     whole = np.concatenate([p for _, p in scan.score_windows(scorer, settings, main)])
     part = np.concatenate([p for _, p in scan.score_windows(scorer, settings, main, start_sample=3 * step,

@@ -1,16 +1,17 @@
 """Benchmark: scan real-time factor on N hours of 2 kHz audio with the 2 kHz student, against a per-window loop.
 
 Run: python tools/bench_scan.py [--hours 24] [--files 24] [--model DIR] [--data DIR] [--naive-minutes 5]
-                                [--batch-windows 256] [--block-s 600] [--backends keras tflite]
+                                [--batch-windows 256] [--block-s 600] [--backends keras tflite] [--threads 1 2]
+                                [--hop-s S]
 
 Audio: --files recordings of --hours / --files hours at 2 kHz from the long-recording generator
 (mammalnet/data/synthetic/longrec.py, cached under the mammalnet cache); --data DIR scans the audio
 files already in DIR instead. Model: --model DIR, else an untrained student of pipelines/buoy.yaml
-(speed does not depend on the weights). The scan runs at its default hop, half a window.
+(speed does not depend on the weights). The scan runs at --hop-s, default half a window.
 
 Printed, from one run on this machine: the work (samples, windows, model FLOPs per window from
 mammalnet.compare.count_flops), the model alone on random windows (windows/s: the ceiling of any scan), each
-backend's full scan (wall and CPU seconds, real-time factor, seconds in decode / resample / framing
+backend's full scan at each --threads (wall and CPU seconds, real-time factor, seconds in decode / resample / framing
 / inference / merging / writing) and the reference: one model call per window over the first
 --naive-minutes of the first file, extrapolated to all windows, and the ratio of the two.
 """
@@ -61,9 +62,9 @@ def student_model(out_dir):
     return out_dir
 
 
-def ceiling(model_dir, backend, batch_windows, window_samples, reps=3):
+def ceiling(model_dir, backend, batch_windows, threads, window_samples, reps=3):
     """Windows per second of the model alone on random windows (best of `reps` passes of 8 batches)."""
-    scorer = scan.WindowScorer(model_dir, batch_windows=batch_windows, backend=backend)
+    scorer = scan.WindowScorer(model_dir, batch_windows=batch_windows, backend=backend, threads=threads)
     windows = (0.1 * np.random.default_rng(0).standard_normal((8 * batch_windows, window_samples))).astype(np.float32)
     scorer(windows[:batch_windows])
     best = np.inf
@@ -104,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--batch-windows", type=int, default=scan.DEFAULT_BATCH_WINDOWS)
     parser.add_argument("--block-s", type=float, default=scan.DEFAULT_BLOCK_S)
     parser.add_argument("--backends", nargs="+", choices=scan.BACKENDS, default=list(scan.BACKENDS))
+    parser.add_argument("--hop-s", type=float, default=None, help="seconds between windows (default: half a window)")
+    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, scan.DEFAULT_THREADS}),
+                        help="batches scored at once; one scan per value (default: %(default)s)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +118,7 @@ def main(argv=None):
         from mammalnet.predict import load_model_dir
 
         model, audio = load_model_dir(model_dir)
-        settings = scan.resolve_settings(audio)
+        settings = scan.resolve_settings(audio, hop_s=args.hop_s)
         rate, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
         hours = sum(i.duration_s for i in infos) / 3600
         windows = sum(int(np.ceil(max(i.duration_s * rate - window, 0) / (settings.hop_s * rate))) + 1 for i in infos)
@@ -130,17 +134,19 @@ def main(argv=None):
         print(f"machine  : {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the start")
 
         results = {}
-        for backend in args.backends:
-            top = ceiling(model_dir, backend, args.batch_windows, window)
+        for backend, threads in ((b, t) for b in args.backends for t in args.threads):
+            top = ceiling(model_dir, backend, args.batch_windows, threads, window)
             timings = {}
-            out = os.path.join(tmp, f"out_{backend}")
+            out = os.path.join(tmp, f"out_{backend}_{threads}")
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            summary = scan.scan_paths(model_dir, [folder], out, batch_windows=args.batch_windows, block_s=args.block_s,
-                                      backend=backend, resume=False, progress=False, timings=timings)
+            summary = scan.scan_paths(model_dir, [folder], out, hop_s=args.hop_s, batch_windows=args.batch_windows,
+                                      block_s=args.block_s, backend=backend, threads=threads, resume=False,
+                                      progress=False, timings=timings)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            results[backend] = wall
+            key = f"{backend}, threads {threads}"
+            results[key] = wall
             staged = sum(timings.get(k, 0.0) for k in STAGES)
-            print(f"\nscan [{backend}, batch {args.batch_windows}, block {args.block_s:g} s]: {wall:.1f} s wall, "
+            print(f"\nscan [{key}, batch {args.batch_windows}, block {args.block_s:g} s]: {wall:.1f} s wall, "
                   f"{cpu:.1f} s CPU, real-time factor {hours * 3600 / wall:,.0f}x "
                   f"({summary['recordings']['done']} recordings, {windows / wall:,.0f} windows/s)")
             print(f"  model alone on random windows: {top:,.0f} windows/s -> at best {windows / top:.1f} s, "
