@@ -27,6 +27,16 @@ def test_student_shapes_cbam_and_head():
     assert build_student((94, 60, 1), 3).count_params() == 29_882
 
 
+def test_student_without_cbam_keeps_the_conv_blocks_and_head():
+    plain, full = build_student((32, 24, 1), 3, cbam=False), build_student((32, 24, 1), 3)
+    assert not any("cbam" in layer.name for layer in plain.layers)
+    assert [plain.get_layer(f"block{i}_conv").filters for i in (1, 2, 3)] == [16, 32, 64]
+    attention = sum(layer.count_params() for layer in full.layers if "cbam" in layer.name)
+    assert attention > 0 and plain.count_params() == full.count_params() - attention
+    out = plain(np.zeros((2, 32, 24, 1), np.float32), training=False)
+    np.testing.assert_allclose(np.sum(out, axis=1), 1.0, rtol=1e-5)
+
+
 def test_channel_pool_is_mean_and_max_over_channels():
     x = np.random.default_rng(0).standard_normal((2, 4, 3, 5)).astype("float32")
     out = keras.ops.convert_to_numpy(ChannelPool()(x))
@@ -73,6 +83,7 @@ def test_student_exports_with_tflite_parity(tmp_path):
     ({"input_shape": (32, 24)}, "input_shape"),
     ({"filters": ()}, "filters"),
     ({"cbam_ratio": 0}, "cbam_ratio=0"),
+    ({"cbam": "no"}, "cbam='no'"),
     ({"spatial_kernel": 4}, "spatial_kernel=4"),
     ({"dropout": 1.5}, "dropout=1.5"),
     ({"side_features": -1}, "side_features=-1"),
