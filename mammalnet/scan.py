@@ -79,11 +79,11 @@ import numpy as np
 import pandas as pd
 
 from mammalnet.audio.io import AudioError, audio_info
-from mammalnet.cli import non_negative_float, positive_float, positive_int
+from mammalnet.cli import positive_float, positive_int
 from mammalnet.data.sources.common import DEFAULT_EXTENSIONS, audio_files, normalize_extensions
 from mammalnet.data.sources.raven import (BEGIN, BEGIN_FILE, END, FILE_OFFSET, HIGH, LOW, SELECTION,
                                           read_table)
-from mammalnet.edge.events import Event, EventMerger, default_ignored, detection_thresholds, threshold_arg
+from mammalnet.edge.events import Event, EventMerger, add_event_arguments, default_ignored, detection_thresholds
 from mammalnet.predict import (ModelDirError, block_step_samples, iter_resampled_blocks, load_model_dir,
                                resampled_length)
 from mammalnet.report.metrics import to_jsonable
@@ -852,16 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="export folder (model.keras, audio.json)")
     parser.add_argument("paths", metavar="PATHS", nargs="+", help="audio files or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--hop-s", type=positive_float, default=None,
-                        help="seconds between window starts (default: half a window)")
-    parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="P|CLASS=P",
-                        help="detection threshold for every class (P) or one class (CLASS=P); repeatable "
-                             "(default: audio.json thresholds, else 0.5)")
-    parser.add_argument("--merge-gap-s", type=non_negative_float, default=0.0,
-                        help="detections of a class at most this far apart join one event (default: 0)")
-    parser.add_argument("--ignore-class", action="append", default=None, metavar="NAME",
-                        help="class never reported; repeatable (default: audio.json background_classes, "
-                             "else 'background' if the model has it)")
+    add_event_arguments(parser, hop_help="seconds between window starts (default: half a window)")
     parser.add_argument("--batch-windows", type=positive_int, default=DEFAULT_BATCH_WINDOWS,
                         help=f"windows per model call (default: {DEFAULT_BATCH_WINDOWS})")
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,

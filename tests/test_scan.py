@@ -57,13 +57,18 @@ def write_recording(path, tones=TONES, duration_s=60.0, rate=SR, seed=0):
     return path
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scan_model") / "tones"
+def export_tone_detector(folder):
+    """The tone detector exported into folder/tones (model.keras, model.tflite, audio.json)."""
+    out = folder / "tones"
     rng = np.random.default_rng(0)
     export_model(build_tone_detector(), out, class_names=CLASSES, sample_rate_hz=SR, window_samples=WINDOW,
                  parity_waveforms=(0.1 * rng.standard_normal((2, WINDOW))).astype(np.float32))
     return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return export_tone_detector(tmp_path_factory.mktemp("scan_model"))
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ pytest.importorskip("apache_beam")
 
 from mammalnet import scan, scan_beam  # noqa: E402
 from mammalnet.data.sources.raven import read_table  # noqa: E402
-from mammalnet.export import export_model  # noqa: E402
-from tests.test_scan import CLASSES, SR, WINDOW, build_tone_detector, write_recording  # noqa: E402
+from tests.test_scan import SR, export_tone_detector, write_recording  # noqa: E402
 
 # 2-s reads (4 windows at the 0.5-s hop, one batch), elements of 4 s: the 10-14 s tone of main.wav
 # crosses the element boundary at 12 s, so the merge has to join two elements' windows.
@@ -28,11 +27,7 @@ ELEMENT_S = 4.0
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("beam_model") / "tones"
-    rng = np.random.default_rng(0)
-    export_model(build_tone_detector(), out, class_names=CLASSES, sample_rate_hz=SR, window_samples=WINDOW,
-                 parity_waveforms=(0.1 * rng.standard_normal((2, WINDOW))).astype(np.float32))
-    return out
+    return export_tone_detector(tmp_path_factory.mktemp("beam_model"))
 
 
 @pytest.fixture(scope="module")

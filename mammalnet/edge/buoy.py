@@ -1,7 +1,7 @@
 """The buoy runtime: a PCM stream in, detection events out, with LiteRT only.
 
     python -m mammalnet.edge.buoy MODEL.tflite [--input -|FILE] [--format raw|wav] [--rate HZ]
-        [--hop-s S] [--threshold P | --threshold CLASS=P ...] [--merge-gap-s S] [--ignore CLASS ...]
+        [--hop-s S] [--threshold P | --threshold CLASS=P ...] [--merge-gap-s S] [--ignore-class NAME ...]
         [--threads 1] [--audio-json PATH] [--scores-out FILE.jsonl]
 
 Reads mono PCM at the model rate (raw s16le, or WAV through the stdlib `wave` module) from a file or
@@ -33,8 +33,8 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from mammalnet.cli import non_negative_float, positive_float, positive_int
-from mammalnet.edge.events import EventMerger, default_ignored, detection_thresholds, threshold_arg
+from mammalnet.cli import positive_int
+from mammalnet.edge.events import EventMerger, add_event_arguments, default_ignored, detection_thresholds
 
 _PCM_SCALE = 32768.0  # s16 full scale -> [-1, 1)
 
@@ -292,16 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="raw: s16le mono; wav: 16-bit mono WAV (default: wav for *.wav files, else raw)")
     parser.add_argument("--rate", type=positive_int, default=None,
                         help="sample rate of raw input in Hz (default: the model rate; others are refused)")
-    parser.add_argument("--hop-s", type=positive_float, default=None,
-                        help="seconds between window starts (default: half a window, as python -m mammalnet.scan)")
-    parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="P|CLASS=P",
-                        help="detection threshold for every class (P) or one class (CLASS=P); repeatable "
-                             "(default: audio.json thresholds, else 0.5)")
-    parser.add_argument("--merge-gap-s", type=non_negative_float, default=0.0,
-                        help="join detections of a class at most this far apart (default: 0)")
-    parser.add_argument("--ignore", action="append", default=None, metavar="CLASS",
-                        help="class never reported; repeatable (default: audio.json background_classes, "
-                             "else 'background' if the model has it)")
+    add_event_arguments(parser, hop_help="seconds between window starts (default: half a window, as python -m "
+                                         "mammalnet.scan)")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (default: 1)")
     parser.add_argument("--audio-json", default=None, help="default: audio.json beside the model")
     parser.add_argument("--scores-out", default=None, metavar="FILE.jsonl",
@@ -329,7 +321,7 @@ def main(argv=None) -> int:
         thresholds = detection_thresholds(audio, plain[-1] if plain else None,
                                           {name: p for name, p in args.threshold if name is not None})
         merger = EventMerger(names, window / rate, thresholds, merge_gap_s=args.merge_gap_s,
-                             ignore=default_ignored(audio) if args.ignore is None else args.ignore)
+                             ignore=default_ignored(audio) if args.ignore_class is None else args.ignore_class)
         fmt = args.format or ("wav" if args.input.lower().endswith(".wav") else "raw")
         stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
         if args.scores_out:

@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mammalnet.cli import non_negative_float, positive_float
+
 
 @dataclasses.dataclass(frozen=True)
 class Event:
@@ -74,6 +76,20 @@ def threshold_arg(text: str) -> tuple[str | None, float]:
     if not 0.0 <= p <= 1.0 or (text.count("=") and not name):
         raise argparse.ArgumentTypeError(f"must be P or CLASS=P with P in [0, 1]. Received: {text}")
     return (name or None), p
+
+
+def add_event_arguments(parser: argparse.ArgumentParser, *, hop_help: str) -> None:
+    """The flags that turn window scores into events, the same for the scan and the buoy:
+    --hop-s, --threshold (repeatable), --merge-gap-s, --ignore-class (repeatable)."""
+    parser.add_argument("--hop-s", type=positive_float, default=None, help=hop_help)
+    parser.add_argument("--threshold", type=threshold_arg, action="append", default=[], metavar="P|CLASS=P",
+                        help="detection threshold for every class (P) or one class (CLASS=P); repeatable "
+                             "(default: audio.json thresholds, else 0.5)")
+    parser.add_argument("--merge-gap-s", type=non_negative_float, default=0.0,
+                        help="detections of a class at most this far apart join one event (default: 0)")
+    parser.add_argument("--ignore-class", action="append", default=None, metavar="NAME",
+                        help="class never reported; repeatable (default: audio.json background_classes, "
+                             "else 'background' if the model has it)")
 
 
 def detection_thresholds(audio: dict, threshold: float | None = None, class_thresholds: Mapping | None = None,

@@ -200,3 +200,16 @@ def test_audio_json(model_dir, tmp_path):
     assert audio["tflite_models"]["int8"] == "model_int8.tflite" and audio["window_samples"] == WINDOW
     with pytest.raises(BuoyError, match="--audio-json"):
         read_audio_json(tmp_path / "model.tflite")
+
+
+def test_buoy_and_scan_read_the_event_flags_alike():
+    from mammalnet import scan
+    from mammalnet.edge import buoy
+
+    argv = ["--hop-s", "0.5", "--threshold", "0.7", "--threshold", "low=0.2", "--merge-gap-s", "2",
+            "--ignore-class", "noise"]
+    on_buoy = buoy.build_parser().parse_args(["model.tflite", *argv])
+    on_scan = scan.build_parser().parse_args(["MODEL", "AUDIO", "--out", "OUT", *argv])
+    flags = ("hop_s", "threshold", "merge_gap_s", "ignore_class")
+    assert [getattr(on_buoy, f) for f in flags] == [getattr(on_scan, f) for f in flags] == \
+        [0.5, [(None, 0.7), ("low", 0.2)], 2.0, ["noise"]]
