@@ -157,7 +157,8 @@ def resolve_settings(audio: dict, *, hop_s: float | None = None, threshold: floa
             when the model has that class, else none.
         batch_windows: windows per model call (fixed batch shapes: see WindowScorer).
         block_s: seconds of audio read and resampled at a time, rounded up to whole batches of
-            windows (memory: about block_s x file rate x channels x 4 bytes, plus one batch of windows).
+            windows for every thread (memory: about block_s x file rate x channels x 4 bytes, plus a
+            batch of windows per thread).
         save_scores: keep every window's probabilities (scores/<name>.npz).
         backend: "keras" (model.keras in a tf.function) or "tflite" (model.tflite with LiteRT).
         threads: batches scored at once (see WindowScorer); does not change the results.
@@ -858,8 +859,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                         help=f"batches scored at once; results do not depend on it (default: {DEFAULT_THREADS})")
     parser.add_argument("--block-s", type=positive_float, default=DEFAULT_BLOCK_S,
-                        help="seconds of audio read at a time, rounded up to whole batches of windows; bounds memory "
-                             f"(default: {DEFAULT_BLOCK_S:g})")
+                        help="seconds of audio read at a time, rounded up to whole batches for every thread; "
+                             f"bounds memory (default: {DEFAULT_BLOCK_S:g})")
     parser.add_argument("--no-resume", action="store_true", help="rescan recordings finished by an earlier run")
     parser.add_argument("--save-scores", action="store_true",
                         help="keep every window's probabilities (scores/<name>.npz) for threshold sweeps")

@@ -91,7 +91,8 @@ def build_student(
     Args:
         input_shape: feature image shape (frames, bins, channels), e.g. log-mel (94, 64, 1).
         num_classes: number of output classes.
-        filters: channels of the conv blocks; each block ends in CBAM, all but the last are pooled 2x2.
+        filters: channels of the conv blocks; each block ends in CBAM (with cbam), all but the last are
+            pooled 2x2.
         cbam_ratio: reduction ratio of the channel-attention MLP (hidden width channels // ratio, >= 1).
         spatial_kernel: odd kernel size of the spatial-attention convolution.
         cbam: False leaves the attention out (plain conv blocks, global pooling, the same head): on
