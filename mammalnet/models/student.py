@@ -2,6 +2,8 @@
 
     features [b, frames, bins, 1] ─► (Conv3x3 ─► BN ─► ReLU ─► MaxPool ─► CBAM) x 3 ─► GAP
         (─► concat side_features) ─► Dense ─► LayerNorm ─► ReLU ─► Dropout ─► Dense softmax
+
+`cbam: false` drops the attention (the buoy detector of pipelines/buoy.yaml: faster on small CPUs).
 """
 
 from __future__ import annotations
