@@ -140,6 +140,21 @@ def iter_resampled_blocks(path, audio: dict, hop_samples: int, block_windows: in
         yield first, waveform[skip:skip + stop - first], total
 
 
+def frame_block(waveform: np.ndarray, audio: dict, hop_samples: int, total: int) -> np.ndarray:
+    """The windows of one block of `iter_resampled_blocks` (`total`: its third item).
+
+    Windows that end exactly at the block's end need no padding: a read-only strided view, no
+    copy (every block of a file but, usually, its last). Otherwise `frame_windows` pads the tail as
+    training did.
+    """
+    from mammalnet.audio import dsp
+
+    window = int(audio["window_samples"])
+    if len(waveform) >= window and (len(waveform) - window) % hop_samples == 0:
+        return np.lib.stride_tricks.sliding_window_view(waveform, window)[::hop_samples]
+    return np.asarray(dsp.frame_windows(waveform, window, hop_samples, pad_mode=audio["pad_mode"], seed=(0, total)))
+
+
 def iter_window_blocks(path, audio: dict, hop_samples: int, block_windows: int = _BLOCK_WINDOWS):
     """The windows of a file at the model rate, block by block, each block one read by offset.
 
@@ -148,13 +163,11 @@ def iter_window_blocks(path, audio: dict, hop_samples: int, block_windows: int =
     block is padded; `noise` padding takes its level from that block.
 
     Yields:
-        (index of the block's first sample at the model rate, windows float32 [k, window_samples]).
+        (index of the block's first sample at the model rate, windows float32 [k, window_samples],
+        read-only: see `frame_block`).
     """
-    from mammalnet.audio import dsp
-
     for first, waveform, total in iter_resampled_blocks(path, audio, hop_samples, block_windows):
-        yield first, np.asarray(dsp.frame_windows(waveform, int(audio["window_samples"]), hop_samples,
-                                                  pad_mode=audio["pad_mode"], seed=(0, total)))
+        yield first, frame_block(waveform, audio, hop_samples, total)
 
 
 def _predict_file(model, path, audio, hop_samples, block_windows):

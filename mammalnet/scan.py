@@ -84,7 +84,7 @@ from mammalnet.data.sources.common import DEFAULT_EXTENSIONS, audio_files, norma
 from mammalnet.data.sources.raven import (BEGIN, BEGIN_FILE, END, FILE_OFFSET, HIGH, LOW, SELECTION,
                                           read_table)
 from mammalnet.edge.events import Event, EventMerger, add_event_arguments, default_ignored, detection_thresholds
-from mammalnet.predict import (ModelDirError, block_step_samples, iter_resampled_blocks, load_model_dir,
+from mammalnet.predict import (ModelDirError, block_step_samples, frame_block, iter_resampled_blocks, load_model_dir,
                                resampled_length)
 from mammalnet.report.metrics import to_jsonable
 
@@ -396,20 +396,13 @@ def score_windows(scorer: WindowScorer, settings: ScanSettings, path, *, timings
     Raises:
         AudioError: the file cannot be read. ValueError: start_sample off the grid.
     """
-    from mammalnet.audio import dsp
-
     audio = scorer.audio
-    rate, window = int(audio["sample_rate_hz"]), scorer.window_samples
+    rate = int(audio["sample_rate_hz"])
     hop, block_windows = _read_plan(audio, settings, scorer.batch_windows, scorer.threads)
     for first, waveform, total in iter_resampled_blocks(path, audio, hop, block_windows, timings=timings,
                                                         start_sample=start_sample, stop_sample=stop_sample):
         began = time.perf_counter()
-        if len(waveform) >= window and (len(waveform) - window) % hop == 0:
-            # windows that end exactly at the block's end need no padding: a strided view, no copy
-            windows = np.lib.stride_tricks.sliding_window_view(waveform, window)[::hop]
-        else:  # the file's last block: frame_windows pads as training did
-            windows = np.asarray(dsp.frame_windows(waveform, window, hop, pad_mode=audio["pad_mode"],
-                                                   seed=(0, total)))
+        windows = frame_block(waveform, audio, hop, total)
         began = _add_time(timings, "frame_s", began)
         probs = scorer(windows)
         _add_time(timings, "infer_s", began)
