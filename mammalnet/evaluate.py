@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from mammalnet.data.sources.common import RowProblem, cell_text, seconds, walk_tree
-from mammalnet.data.sources.raven import (BEGIN, BEGIN_FILE, END, FILE_OFFSET, SELECTION, find_label_column,
-                                          read_table, recording_stem)
+from mammalnet.data.sources.raven import (BEGIN, BEGIN_FILE, END, find_label_column, offset_in_file, read_table,
+                                          recording_stem, selections)
 from mammalnet.edge.events import merge_events
 from mammalnet.report.events import EVENT_COLUMNS, METRIC_COLUMNS, OVERALL, best_f1, event_metrics, plot_pr_curves
 from mammalnet.report.metrics import read_json, write_json
@@ -78,18 +78,6 @@ def find_tables(paths: Sequence) -> list[str]:
     return tables
 
 
-def _selections(table: pd.DataFrame, labels: str) -> list[dict]:
-    """One record per selection (Raven writes a row per view), with the first non-empty label."""
-    if SELECTION not in table.columns:
-        return table.to_dict("records")
-    chosen = {}
-    for record in table.to_dict("records"):
-        key = cell_text(record[SELECTION])
-        if key not in chosen or (not cell_text(chosen[key][labels]) and cell_text(record[labels])):
-            chosen[key] = record
-    return list(chosen.values())
-
-
 def read_truth(tables: Sequence[str], files: Sequence[str], ignore: Sequence[str] = ()) -> Truth:
     """Truth events of scanned recordings from Raven tables (see the module docstring).
 
@@ -124,8 +112,7 @@ def read_truth(tables: Sequence[str], files: Sequence[str], ignore: Sequence[str
                                                                 f"stem {stem!r}; need exactly one"})
                 continue
             recordings.add(by_stem[stem][0])
-        one_file = not named or len({cell_text(v) for v in table[BEGIN_FILE]} - {""}) <= 1
-        for record in _selections(table, labels):
+        for key, _, record, _ in selections(table, labels):
             try:
                 begin, end = seconds(record[BEGIN], BEGIN), seconds(record[END], END)
                 if end < begin:
@@ -136,11 +123,8 @@ def read_truth(tables: Sequence[str], files: Sequence[str], ignore: Sequence[str
                         raise RowProblem(f"{len(by_name[name])} scanned recordings are named {name!r}; "
                                          "need exactly one")
                     recording = by_name[name][0]
-                    if FILE_OFFSET in table.columns:
-                        offset = seconds(record[FILE_OFFSET], FILE_OFFSET)
-                        begin, end = offset, offset + end - begin
-                    elif not one_file:
-                        raise RowProblem(f"the table spans several files and has no {FILE_OFFSET!r} column")
+                    offset = offset_in_file(record, table, begin, name)
+                    begin, end = offset, offset + end - begin
                     recordings.add(recording)
                 else:
                     recording = by_stem[recording_stem(os.path.basename(table_path))][0]
@@ -148,8 +132,7 @@ def read_truth(tables: Sequence[str], files: Sequence[str], ignore: Sequence[str
                 if not label:
                     raise RowProblem("empty label")
             except RowProblem as problem:
-                problems.append({"table": table_path, "reason": f"selection {cell_text(record.get(SELECTION))}: "
-                                                                f"{problem}"})
+                problems.append({"table": table_path, "reason": f"selection {key}: {problem}"})
                 continue
             if label not in ignore:
                 rows.append({"recording": recording, "label": label, "begin_s": begin, "end_s": end})

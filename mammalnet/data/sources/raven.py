@@ -98,6 +98,42 @@ def subtract(free: list[tuple[float, float]], blocked: list[tuple[float, float]]
     return free
 
 
+def selections(table: pd.DataFrame, labels: str) -> list[tuple[str, int, dict, list[str]]]:
+    """A table's selections, one each: Raven writes a row per view (Waveform 1, Spectrogram 1).
+
+    Returns:
+        (selection key, its first line in the file, the first of its rows with a label (else its
+        first row), the distinct non-empty labels of its rows) per selection, in table order; rows
+        without a Selection number are selections of their own.
+    """
+    views = collections.defaultdict(list)
+    numbered = SELECTION in table.columns
+    for index, record in enumerate(table.to_dict("records")):
+        views[(cell_text(record[SELECTION]) if numbered else "") or f"line {index + 2}"].append((index + 2, record))
+    return [(key, rows[0][0], next((r for _, r in rows if cell_text(r[labels])), rows[0][1]),
+             sorted({cell_text(r[labels]) for _, r in rows} - {""})) for key, rows in views.items()]
+
+
+def names_one_file(table: pd.DataFrame) -> bool:
+    """Whether a table's Begin File column names at most one file: then Begin Time is a position in it."""
+    return len({cell_text(f) for f in table[BEGIN_FILE]} - {""}) <= 1
+
+
+def offset_in_file(record: dict, table: pd.DataFrame, begin: float, file_name: str) -> float:
+    """Where a selection starts in its Begin File: File Offset (s), else Begin Time when the table
+    names one file.
+
+    Raises:
+        RowProblem: a table of several files without File Offset, or a bad offset.
+    """
+    if FILE_OFFSET in table.columns:
+        return seconds(record[FILE_OFFSET], FILE_OFFSET)
+    if names_one_file(table):
+        return begin
+    raise RowProblem(f"cannot place the selection in {file_name!r}: the table spans several files and has no "
+                     f"{FILE_OFFSET!r} column")
+
+
 def background_starts(duration_s: float, events: list[tuple[float, float]], length_s: float, gap_s: float,
                       count: int, rng: np.random.Generator) -> list[float]:
     """Starts of up to `count` segments of `length_s` inside [0, duration_s].
@@ -209,16 +245,9 @@ def read_raven(
         except RowProblem as problem:
             scope.skip(table_path, str(problem))
             continue
-        # Without File Offset, Begin Time is only a position in the file when there is one file.
-        one_file = recording is not None or len({cell_text(f) for f in table[BEGIN_FILE]} - {""}) <= 1
-        views = collections.defaultdict(list)
-        for index, record in enumerate(table.to_dict("records")):
-            views[cell_text(record[SELECTION]) or f"line {index + 2}"].append((index + 2, record))
-        for selection, rows in views.items():
-            where, path = f"{name} line {rows[0][0]}", table_path
+        for selection, line, record, found in selections(table, labels):
+            where, path = f"{name} line {line}", table_path
             try:
-                found = sorted({cell_text(r[labels]) for _, r in rows} - {""})
-                record = next((r for _, r in rows if cell_text(r[labels])), rows[0][1])
                 begin, end = seconds(record[BEGIN], BEGIN), seconds(record[END], END)
                 if recording is not None:
                     path, start = recording, begin
@@ -227,13 +256,7 @@ def read_raven(
                     if not file_name:
                         raise RowProblem(f"{BEGIN_FILE} is empty")
                     path = pick_file(by_name.get(file_name, []), table_dir, f"named {file_name!r}")
-                    if FILE_OFFSET in table.columns:
-                        start = seconds(record[FILE_OFFSET], FILE_OFFSET)
-                    elif one_file:
-                        start = begin
-                    else:
-                        raise RowProblem(f"cannot place the selection in {file_name!r}: the table spans several "
-                                         f"files and has no {FILE_OFFSET!r} column")
+                    start = offset_in_file(record, table, begin, file_name)
                 if end > begin:
                     events[path].append((start, start + end - begin))
                 if len(found) > 1:
