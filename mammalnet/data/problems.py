@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
 
 import pandas as pd
 
 SKIP_COLUMNS = ("path", "reason", "where")
+
+
+class RowProblem(Exception):
+    """A row or file cannot be used; the message is the skip reason."""
 
 
 class DataError(ValueError):
@@ -89,3 +94,30 @@ class SkipLog:
 
 
 __all__ = ["DataError", "Skip", "SkipLog", "SKIP_COLUMNS"]
+
+
+def cell_text(value) -> str:
+    """A table cell as stripped text; an empty cell (None, NaN) is ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def seconds(value, column: str, default: float | None = None) -> float:
+    """A time cell in seconds; empty means `default` (None: the time is required).
+
+    Raises:
+        RowProblem: empty when required, not a number, or negative.
+    """
+    text = cell_text(value)
+    if not text:
+        if default is None:
+            raise RowProblem(f"{column} is empty")
+        return default
+    try:
+        number = float(text)
+    except ValueError:
+        raise RowProblem(f"{column} is not a number of seconds. Received: {text!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise RowProblem(f"{column} must be a finite time >= 0 s. Received: {text!r}")
+    return number

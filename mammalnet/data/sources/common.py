@@ -19,15 +19,11 @@ import pandas as pd
 from mammalnet.audio.io import AudioError, AudioInfo, audio_info
 from mammalnet.config import DataConfig
 from mammalnet.data.manifest import make_manifest
-from mammalnet.data.problems import SkipLog
+from mammalnet.data.problems import RowProblem, SkipLog, cell_text, seconds
 
 DEFAULT_EXTENSIONS = tuple(DataConfig().extensions)
 # Tables write times rounded to the millisecond: an end this close past the file's end is the end.
 END_TOLERANCE_S = 1e-3
-
-
-class RowProblem(Exception):
-    """A row or file cannot be used; the message is the skip reason."""
 
 
 @dataclasses.dataclass
@@ -183,33 +179,6 @@ def resolve_in_root(relative: str, base_dir: str, root: str) -> str:
     if os.path.commonpath([root, full]) != root:
         raise RowProblem(f"path escapes the data root {root!r}. Received: {relative!r}")
     return full
-
-
-def cell_text(value) -> str:
-    """A table cell as stripped text; an empty cell (None, NaN) is ""."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def seconds(value, column: str, default: float | None = None) -> float:
-    """A time cell in seconds; empty means `default` (None: the time is required).
-
-    Raises:
-        RowProblem: empty when required, not a number, or negative.
-    """
-    text = cell_text(value)
-    if not text:
-        if default is None:
-            raise RowProblem(f"{column} is empty")
-        return default
-    try:
-        number = float(text)
-    except ValueError:
-        raise RowProblem(f"{column} is not a number of seconds. Received: {text!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise RowProblem(f"{column} must be a finite time >= 0 s. Received: {text!r}")
-    return number
 
 
 def require_columns(table: pd.DataFrame, table_path: str, wanted: Sequence[str | None]) -> None:
