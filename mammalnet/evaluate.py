@@ -1,13 +1,13 @@
 """Evaluation of a scan against annotations.
 
     python -m mammalnet.evaluate --events --truth TRUTH... --scan SCAN_DIR [--out DIR] [--min-overlap F]
-        [--thresholds P ...]
+        [--thresholds P ...] [-q | -v]
 
 `--events` (the one mode): event-level evaluation of a `python -m mammalnet.scan` output folder
 against Raven truth tables (files, or folders searched recursively for *.selections.txt). A truth
 table belongs to the scanned recording named in its `Begin File` column (selections placed by
 `File Offset (s)`, or by Begin Time when the table names one file), else to the recording whose
-file stem the table's name starts with (raven.py's `recording_stem`: `<stem>.Table.1.selections.txt`).
+file stem the table's name starts with (`mammalnet.raven.recording_stem`: `<stem>.Table.1.selections.txt`).
 Only recordings with a truth table are evaluated (an empty table: a recording without calls);
 truth selections of the scan's ignored classes are left out; labels are compared as written.
 
@@ -26,6 +26,7 @@ import argparse
 import collections
 import dataclasses
 import fnmatch
+import logging
 import os
 import pathlib
 import sys
@@ -35,12 +36,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mammalnet.data.sources.common import RowProblem, cell_text, seconds, walk_tree
-from mammalnet.data.sources.raven import (BEGIN, BEGIN_FILE, END, find_label_column, offset_in_file, read_table,
-                                          recording_stem, selections)
+from mammalnet.cli import add_verbosity_arguments, setup_logging
+from mammalnet.data.problems import RowProblem, cell_text, seconds
+from mammalnet.data.sources.common import walk_tree
+from mammalnet.raven import (BEGIN, BEGIN_FILE, END, find_label_column, offset_in_file, read_table, recording_stem,
+                             selections)
 from mammalnet.edge.events import merge_events
 from mammalnet.report.events import EVENT_COLUMNS, METRIC_COLUMNS, OVERALL, best_f1, event_metrics, plot_pr_curves
 from mammalnet.report.metrics import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 TRUTH_GLOB = "*.selections.txt"
 DEFAULT_MIN_OVERLAP = 0.1
@@ -194,7 +199,7 @@ def evaluate_events(scan_dir, truth_paths: Sequence, *, out_dir=None, min_overla
         threshold=SCAN_POINT)]
     swept = all(scanned[f].get("scores") and (scan_dir / scanned[f]["scores"]).is_file() for f in evaluated)
     if swept:
-        from mammalnet.scan import load_scores
+        from mammalnet.scan.ledger import load_scores
 
         scores = {f: load_scores(scan_dir / scanned[f]["scores"]) for f in evaluated}
         for t in thresholds:
@@ -265,12 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"overlap / min(duration) a match needs (default: {DEFAULT_MIN_OVERLAP})")
     parser.add_argument("--thresholds", type=_unit_float, nargs="+", default=None, metavar="P",
                         help="thresholds of the sweep (default: 0.05 0.10 ... 0.95); needs scan --save-scores")
+    add_verbosity_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.log_level)
     if not args.events:
         parser.error(f"choose an evaluation mode; the modes are: {MODES}")
     if not args.truth or not args.scan:
@@ -279,10 +286,10 @@ def main(argv=None) -> int:
         result = evaluate_events(args.scan, args.truth, out_dir=args.out, min_overlap=args.min_overlap,
                                  thresholds=args.thresholds)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error("error: %s", err)
         return 2
     for problem in result["problems"]:
-        print(f"warning: truth not used: {problem['table']}: {problem['reason']}", file=sys.stderr)
+        log.warning("warning: truth not used: %s: %s", problem["table"], problem["reason"])
     scan_row = next(r for r in result["rows"] if r["threshold"] == SCAN_POINT and r["class"] == OVERALL)
     print(f"{len(result['recordings'])} recording(s), {result['hours']:.3f} h, {result['truth_events']} truth events")
     print(f"scan's own detections: precision {_cell(scan_row['precision'])}, recall {_cell(scan_row['recall'])}, "

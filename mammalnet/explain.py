@@ -1,7 +1,7 @@
 """Grad-CAM explanation of one window of an audio file with an exported model folder.
 
     python -m mammalnet.explain MODEL_DIR AUDIO [--out DIR] [--top-k 3]
-        [--window-index N | --offset-s S] [--layer NAME] [--analyze-features]
+        [--window-index N | --offset-s S] [--layer NAME] [--analyze-features] [-q | -v]
 
 Writes <stem>_gradcam.png (the log-mel with the heat map over it, seconds and Hz on the axes, the
 top-k in the title) and <stem>_gradcam.json (top-k, the class explained, time span, band and peak
@@ -18,17 +18,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep stdo
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from mammalnet import files
 from mammalnet.audio.io import AudioError, audio_info, read_audio
-from mammalnet.cli import non_negative_float, non_negative_int, positive_int
-from mammalnet.predict import iter_window_blocks, load_model_dir
+from mammalnet.audio.reader import DEFAULT_BLOCK_WINDOWS, BlockReader
+from mammalnet.card import ModelCard
+from mammalnet.cli import add_verbosity_arguments, non_negative_float, non_negative_int, positive_int, setup_logging
+from mammalnet.detector import Detector
+
+log = logging.getLogger(__name__)
 
 
-def read_window(path, audio: dict, offset_s: float) -> np.ndarray:
+def read_window(path, card: ModelCard, offset_s: float) -> np.ndarray:
     """The one window of `path` starting at offset_s, at the model rate: [1, window_samples].
 
     Raises:
@@ -36,26 +42,27 @@ def read_window(path, audio: dict, offset_s: float) -> np.ndarray:
     """
     from mammalnet.audio import dsp
 
-    target, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    target, window = card.sample_rate_hz, card.window_samples
     info = audio_info(path)
     if offset_s >= info.duration_s:
         raise AudioError(path, f"offset {offset_s:g} s is past the end ({info.duration_s:g} s)")
     waveform, rate = read_audio(path, start_s=offset_s, duration_s=min(window / target, info.duration_s - offset_s))
     if rate != target:
         waveform = dsp.resample(waveform, rate, target)
-    return np.asarray(dsp.frame_windows(waveform, window, window, pad_mode=audio["pad_mode"], seed=(0, 0)))[:1]
+    return np.asarray(dsp.frame_windows(waveform, window, window, pad_mode=card.pad_mode, seed=(0, 0)))[:1]
 
 
-def most_confident_window(model, path, audio: dict) -> tuple[np.ndarray, float]:
+def most_confident_window(detector: Detector, path) -> tuple[np.ndarray, float]:
     """The window (hop = window) with the highest top-1 probability, read block by block.
 
     Returns:
         (window [1, window_samples], its start in the file, s).
     """
-    target, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    card = detector.card
+    target, window = card.sample_rate_hz, card.window_samples
     best, best_p, best_start = None, -1.0, 0.0
-    for first, windows in iter_window_blocks(path, audio, window):
-        top = np.asarray(model(windows, training=False)).max(axis=1)
+    for first, windows in BlockReader.for_card(card, window).windows(path):
+        top = detector(windows).max(axis=1)
         i = int(np.argmax(top))
         if top[i] > best_p:
             best, best_p, best_start = windows[i:i + 1], float(top[i]), (first + i * window) / target
@@ -74,14 +81,15 @@ def explain_file(model_dir, path, *, out_dir=".", top_k: int = 3, window_index: 
     """
     from mammalnet.report import gradcam
 
-    model, audio = load_model_dir(model_dir)
-    rate, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    detector = Detector(model_dir, batch_windows=DEFAULT_BLOCK_WINDOWS, threads=1)
+    model, card = detector.model, detector.card
+    rate, window = card.sample_rate_hz, card.window_samples
     if window_index is not None:
         offset_s = window_index * window / rate
     if offset_s is None:
-        windows, start_s = most_confident_window(model, path, audio)
+        windows, start_s = most_confident_window(detector, path)
     else:
-        windows, start_s = read_window(path, audio, offset_s), float(offset_s)
+        windows, start_s = read_window(path, card, offset_s), float(offset_s)
     heat, logmel, probs = gradcam.grad_cam(model, windows[0], layer_name=layer_name)
     logmel_config = model.get_layer("frontend").get_layer("logmel").get_config()
     freqs = gradcam.mel_frequencies_hz(logmel_config)
@@ -90,7 +98,7 @@ def explain_file(model_dir, path, *, out_dir=".", top_k: int = 3, window_index: 
     for key in ("start_s", "end_s", "peak_time_s"):  # times in the file, not in the window
         if summary[key] is not None:
             summary[key] = round(summary[key] + start_s, 4)
-    names = list(audio["class_names"])
+    names = list(card.class_names)
     order = np.argsort(probs)[::-1][:top_k]
     best = int(order[0])
     result = {
@@ -111,7 +119,7 @@ def explain_file(model_dir, path, *, out_dir=".", top_k: int = 3, window_index: 
                        title=" · ".join(f"{t['label']} {t['probability']:.2f}" for t in result["top_k"]),
                        peak=(summary["peak_time_s"], summary["peak_frequency_hz"]))
     fig.savefig(result["png"], dpi=110)
-    Path(result["json"]).write_text(json.dumps(result, indent=2))
+    files.write_text(result["json"], json.dumps(result, indent=2))
     return result
 
 
@@ -157,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mammalnet.explain",
         description="Grad-CAM: where in time and frequency an exported mammalnet model looks for "
                     "its top class in one window of an audio file.")
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="export folder holding model.keras and audio.json")
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="export folder holding model.keras and its model card (audio.json)")
     parser.add_argument("audio", metavar="AUDIO", help="audio file (any rate)")
     parser.add_argument("--out", default=".", help="folder for the PNG and JSON (default: .)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="predictions in the title/JSON")
@@ -169,20 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer", default=None, help="backbone conv layer (default: the last one)")
     parser.add_argument("--analyze-features", action="store_true",
                         help="also report mean |gradient x activation| of every conv layer")
+    add_verbosity_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
     try:
         r = explain_file(args.model_dir, args.audio, out_dir=args.out, top_k=args.top_k,
                          window_index=args.window_index, offset_s=args.offset_s,
                          layer_name=args.layer, analyze_features=args.analyze_features)
     except AudioError as err:
-        print(f"mammalnet.explain: {err}", file=sys.stderr)
+        log.error("mammalnet.explain: %s", err)
         return 1
     except ValueError as err:  # ModelDirError, a model without conv layers, an unknown layer
-        print(f"mammalnet.explain: {err}", file=sys.stderr)
+        log.error("mammalnet.explain: %s", err)
         return 2
     top = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
     print(f"{r['file']} window at {r['window_start_s']:g} s: {top}")

@@ -1,12 +1,13 @@
 """Export a trained waveform -> probabilities model as a deployable folder, with a parity check.
 
-Layout written (the artifacts contract in DESIGN.md):
+Layout written (the artifacts contract in docs/architecture.md):
 
     out_dir/saved_model/   tf.saved_model, signature 'serving_default': waveform -> probabilities
     out_dir/model.keras    the Keras model (custom layers from mammalnet.layers)
     out_dir/model.tflite   TFLite, builtin ops only
     out_dir/labels.txt     one class name per line, in output order
-    out_dir/audio.json     what a caller needs to feed the model and read its output
+    out_dir/audio.json     the model card (`mammalnet.card.ModelCard`): what a caller needs to feed the
+                           model and read its output
     out_dir/metrics.json   the caller's metrics plus 'parity'
 
 Everything is written to a staging folder beside `out_dir` and moved in only after the parity
@@ -32,20 +33,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import mammalnet
 import mammalnet.layers  # noqa: F401  (registers the custom layers for model.keras)
+from mammalnet.card import CARD_FILE, INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, ModelCard
+from mammalnet.detector import check_positive_int
 from mammalnet.report.metrics import write_json
-
-INPUT_NAME = "waveform"
-OUTPUT_NAME = "probabilities"
-SIGNATURE_KEY = "serving_default"
-DEFAULT_THRESHOLD = 0.5
 
 _ARTIFACTS = {
     "saved_model": "saved_model",
     "model_keras": "model.keras",
     "tflite": "model.tflite",
     "labels": "labels.txt",
-    "audio_json": "audio.json",
+    "audio_json": CARD_FILE,
     "metrics_json": "metrics.json",
 }
 
@@ -77,6 +76,7 @@ def export_model(
     calibration: dict | None = None,
     band_hz=None,
     background_classes=None,
+    frontend: dict | None = None,
 ) -> dict:
     """Writes SavedModel, model.keras, TFLite, labels, audio.json and metrics.json; checks parity.
 
@@ -103,6 +103,7 @@ def export_model(
         background_classes: classes that are no call (e.g. the background stretches of a Raven
             dataset); stored as audio.json `background_classes`, the classes a scan never reports.
             None: not stored (a scan then ignores a class named `background`).
+        frontend: the frontend's settings (e.g. the pipeline's `frontend` section), stored in the card.
 
     Returns:
         {'tflite_max_abs_diff', 'savedmodel_max_abs_diff', 'num_parity_examples',
@@ -113,21 +114,18 @@ def export_model(
         ValueError: inconsistent arguments (names, shapes, thresholds).
         ExportError: TFLite conversion needs non-builtin ops or fails, or the parity check fails.
     """
-    class_names = _check_class_names(class_names)
-    sample_rate_hz = _check_positive_int("sample_rate_hz", sample_rate_hz)
-    window_samples = _check_positive_int("window_samples", window_samples)
+    import tensorflow as tf
+
+    card = ModelCard.create(
+        sample_rate_hz=check_positive_int("sample_rate_hz", sample_rate_hz),
+        window_samples=check_positive_int("window_samples", window_samples),
+        class_names=[str(n) for n in class_names], pad_mode=pad_mode, thresholds=dict(thresholds or {}),
+        calibration=calibration, band_hz=None if band_hz is None else (float(band_hz[0]), float(band_hz[1])),
+        background_classes=None if background_classes is None else [str(n) for n in background_classes],
+        frontend=frontend,
+        versions={"mammalnet": mammalnet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__})
+    class_names, window_samples = list(card.class_names), card.window_samples
     waveforms = _check_waveforms("parity_waveforms", parity_waveforms, window_samples)
-    thresholds = _resolve_thresholds(thresholds, class_names)
-    calibration = _check_calibration(calibration)
-    if background_classes is not None:
-        background_classes = [str(name) for name in background_classes]
-    if set(background_classes or ()) - set(class_names):
-        raise ValueError(f"background_classes must be class names. Received: background_classes="
-                         f"{background_classes}, class_names={class_names}")
-    if band_hz is not None:
-        band_hz = [float(band_hz[0]), float(band_hz[1])]
-        if not 0.0 <= band_hz[0] < band_hz[1] <= sample_rate_hz / 2:
-            raise ValueError(f"band_hz must be [low, high] with 0 <= low < high <= Nyquist. Received: band_hz={band_hz}")
     if not parity_tolerance >= 0:
         raise ValueError(f"parity_tolerance must be >= 0. Received: parity_tolerance={parity_tolerance}")
     model_input = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
@@ -152,23 +150,7 @@ def export_model(
         tflite_model = _convert_tflite(staged["saved_model"])
         staged["tflite"].write_bytes(tflite_model)
         staged["labels"].write_text("".join(f"{name}\n" for name in class_names))
-        audio = {
-            "sample_rate_hz": sample_rate_hz,
-            "window_samples": window_samples,
-            "window_s": window_samples / sample_rate_hz,
-            "pad_mode": pad_mode,
-            "class_names": class_names,
-            "thresholds": thresholds,
-            "calibration": calibration,
-            **({"background_classes": background_classes} if background_classes is not None else {}),
-            **({"band_hz": band_hz} if band_hz is not None else {}),
-            "input_name": INPUT_NAME,
-            "output_name": OUTPUT_NAME,
-            "signature_key": SIGNATURE_KEY,
-            "input_dtype": "float32",
-            "input_shape": [None, window_samples],
-        }
-        write_json(staged["audio_json"], audio)
+        card.write(staging)
 
         tflite_probs = run_tflite(staged["tflite"], waveforms)
         savedmodel_probs = _run_saved_model(staged["saved_model"], waveforms)
@@ -276,10 +258,10 @@ def export_quantized(
     out_dir = Path(out_dir)
     saved_model, audio_path = out_dir / _ARTIFACTS["saved_model"], out_dir / _ARTIFACTS["audio_json"]
     if not (saved_model.is_dir() and audio_path.is_file()):
-        raise ValueError(f"out_dir must be a folder written by export_model (saved_model/ and audio.json). "
+        raise ValueError(f"out_dir must be a folder written by export_model (saved_model/ and {CARD_FILE}). "
                          f"Received: out_dir={str(out_dir)!r}")
-    audio = json.loads(audio_path.read_text())
-    window_samples = int(audio["window_samples"])
+    card = ModelCard.from_dir(out_dir)
+    window_samples = card.window_samples
     representative = _check_waveforms("representative_waveforms", representative_waveforms, window_samples)
     waveforms = _check_waveforms("parity_waveforms", parity_waveforms, window_samples)
     float_layers = [str(name) for name in float_layers]
@@ -324,9 +306,9 @@ def export_quantized(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    models = {"float32": _ARTIFACTS["tflite"], **dict(audio.get("tflite_models", {}))}
+    models = {"float32": _ARTIFACTS["tflite"], **card.tflite_models}
     models.update({kind: QUANTIZED_FILES[kind] for kind in kinds})
-    write_json(audio_path, {**audio, "tflite_models": models})
+    card.replace(tflite_models=models).write(out_dir)
     metrics_path = out_dir / _ARTIFACTS["metrics_json"]
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
@@ -529,25 +511,6 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
 
 
-def _check_positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_class_names(class_names) -> list[str]:
-    names = [str(n) for n in class_names]
-    if not names:
-        raise ValueError("class_names is empty. Received: class_names=[]")
-    bad = [n for n in names if not n.strip() or "\n" in n or "\r" in n]
-    if bad:
-        raise ValueError(f"class names must be non-empty single lines. Received: {bad!r}")
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"class_names has duplicates. Received: {dupes!r}")
-    return names
-
-
 def _check_waveforms(name: str, waveforms, window_samples: int) -> np.ndarray:
     arr = np.asarray(waveforms, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != window_samples:
@@ -557,31 +520,5 @@ def _check_waveforms(name: str, waveforms, window_samples: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf")
     return np.ascontiguousarray(arr)
-
-
-def _check_calibration(calibration) -> dict:
-    calibration = dict(calibration or {"temperature": 1.0, "unknown_threshold": 0.0})
-    if set(calibration) != {"temperature", "unknown_threshold"}:
-        raise ValueError(f"calibration must have exactly temperature and unknown_threshold. "
-                         f"Received: calibration={calibration!r}")
-    temperature, threshold = float(calibration["temperature"]), float(calibration["unknown_threshold"])
-    if not (temperature > 0 and 0 <= threshold <= 1):
-        raise ValueError(f"calibration needs temperature > 0 and unknown_threshold in [0, 1]. "
-                         f"Received: calibration={calibration!r}")
-    return {"temperature": temperature, "unknown_threshold": threshold}
-
-
-def _resolve_thresholds(thresholds, class_names) -> dict:
-    thresholds = dict(thresholds or {})
-    unknown = sorted(set(thresholds) - set(class_names))
-    if unknown:
-        raise ValueError(f"thresholds name unknown classes. Received: {unknown!r}")
-    resolved = {}
-    for name in class_names:
-        value = float(thresholds.get(name, DEFAULT_THRESHOLD))
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"thresholds must be in [0, 1]. Received: thresholds[{name!r}]={value}")
-        resolved[name] = value
-    return resolved
 
 

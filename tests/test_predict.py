@@ -144,7 +144,7 @@ def _probabilities(result):
 def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeypatch, rate):
     import keras
 
-    import mammalnet.predict as predict
+    import mammalnet.audio.io as audio_io
 
     path = tmp_path / f"long_{rate}.wav"
     sf.write(path, _chirp(10.3, rate), rate, subtype="FLOAT")
@@ -161,7 +161,7 @@ def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeyp
         reads.append(len(x))
         return x, sr
 
-    monkeypatch.setattr(predict, "read_audio", recording)
+    monkeypatch.setattr(audio_io, "read_audio", recording)  # what the block reader decodes with
     (r,) = predict_files(model_dir, [path], top_k=len(CLASSES), hop_s=0.5, block_windows=3)
     assert r["error"] is None, r["error"]
     assert r["num_windows"] == 20  # ceil((10.3 - 1) / 0.5) + 1, the last one padded

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -10,11 +11,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mammalnet import scan
-from mammalnet.data.sources.raven import read_raven, read_table
+from mammalnet.audio.io import audio_info
+from mammalnet.data.sources.raven import read_raven
+from mammalnet.detector import Detector, load_keras_model
 from mammalnet.edge.events import merge_events
 from mammalnet.export import export_model
 from mammalnet.layers import Bandpass
+from mammalnet.raven import SCAN_COLUMNS, read_table
+from mammalnet.scan import cli as scan_cli
+from mammalnet.scan import ledger
+from mammalnet.scan import local as scan_local
+from mammalnet.scan.settings import resolve_settings
 
 SR = 4000
 WINDOW = SR  # 1-s windows, default hop 0.5 s
@@ -86,7 +93,7 @@ def _events(table: pd.DataFrame):
 
 
 def _run(model_dir, paths, out, *extra):
-    return scan.main([str(model_dir), *map(str, paths), "--out", str(out), *extra])
+    return scan_cli.main([str(model_dir), *map(str, paths), "--out", str(out), *extra])
 
 
 def test_events_tables_combined_table_and_csv(model_dir, recordings, tmp_path, capsys):
@@ -97,7 +104,7 @@ def test_events_tables_combined_table_and_csv(model_dir, recordings, tmp_path, c
     assert "2/2 recordings" in err and "audio-h/s" in err
 
     table = read_table(str(out / "tables" / "main.selections.txt"))
-    assert list(table.columns) == list(scan.TABLE_COLUMNS)
+    assert list(table.columns) == list(SCAN_COLUMNS)
     events = _events(table)
     # background is ignored by default; each tone is one event within half a window of the truth
     assert [e[0] for e in events] == [label for label, _, _ in TONES]
@@ -111,7 +118,7 @@ def test_events_tables_combined_table_and_csv(model_dir, recordings, tmp_path, c
     assert other_event[0] == "low" and 4.5 <= other_event[1] <= 5.0 and 8.0 <= other_event[2] <= 8.5
 
     # the combined table lays the recordings end to end in scan order (main, then deep/other)
-    combined = read_table(str(out / scan.COMBINED_TABLE))
+    combined = read_table(str(out / ledger.COMBINED_TABLE))
     assert combined["Selection"].tolist() == ["1", "2", "3", "4"]
     assert combined["Begin File"].tolist() == ["main.wav"] * 3 + ["other.wav"]
     last = combined.iloc[-1]
@@ -119,13 +126,13 @@ def test_events_tables_combined_table_and_csv(model_dir, recordings, tmp_path, c
     assert float(last["Begin Time (s)"]) == pytest.approx(60.0 + other_event[1])
     assert float(combined.iloc[0]["Begin Time (s)"]) == float(combined.iloc[0]["File Offset (s)"])
 
-    csv = pd.read_csv(out / scan.DETECTIONS_CSV)
-    assert list(csv.columns) == list(scan.CSV_COLUMNS)
+    csv = pd.read_csv(out / ledger.DETECTIONS_CSV)
+    assert list(csv.columns) == list(ledger.CSV_COLUMNS)
     assert csv["file"].tolist() == [os.path.abspath(main)] * 3 + [os.path.abspath(other)]
     assert csv["begin_s"].tolist() == pytest.approx([e[1] for e in events] + [other_event[1]])
     assert (csv["windows"] >= 1).all() and (csv["mean_score"] <= csv["score"] + 1e-9).all()
 
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert summary["recordings"] == {"total": 2, "done": 2, "skipped": 0, "failed": 0}
     assert summary["detections_per_class"] == {"low": 3, "high": 1}
     assert summary["audio_hours"]["scanned"] == pytest.approx(80 / 3600)
@@ -178,7 +185,7 @@ def test_block_batch_size_and_threads_do_not_change_events(model_dir, recordings
         assert _run(model_dir, [folder], tmp_path / name, *extra, "--save-scores") == 0
         runs[name] = tmp_path / name
     # at the model rate, blocks are exact: same windows, same scores, same table text
-    big, small = (scan.load_scores(runs[n] / "scores" / "main.npz") for n in ("big", "small"))
+    big, small = (ledger.load_scores(runs[n] / "scores" / "main.npz") for n in ("big", "small"))
     np.testing.assert_array_equal(big["starts_s"], small["starts_s"])
     np.testing.assert_allclose(big["probs"], small["probs"], atol=1e-6)
     assert (runs["big"] / "tables" / "main.selections.txt").read_text() == \
@@ -193,7 +200,7 @@ def test_saved_scores_remerge_to_the_same_events(model_dir, recordings, tmp_path
     _, main, _ = recordings
     out = tmp_path / "out"
     assert _run(model_dir, [main], out, "--save-scores", "--merge-gap-s", "1.0") == 0
-    scores = scan.load_scores(out / "scores" / "main.npz")
+    scores = ledger.load_scores(out / "scores" / "main.npz")
     assert scores["class_names"] == CLASSES and scores["window_s"] == 1.0
     assert scores["starts_s"].tolist() == pytest.approx(list(np.arange(119) * 0.5))  # (60 - 1) / 0.5 + 1
     events = merge_events(scores["starts_s"], scores["probs"], CLASSES, 1.0, 0.5, merge_gap_s=1.0,
@@ -210,7 +217,7 @@ def test_same_stem_in_two_folders_gets_two_tables(model_dir, tmp_path):
     assert _run(model_dir, [tmp_path / "site_a", tmp_path / "site_b"], out) == 0
     tables = sorted(p.name for p in (out / "tables").iterdir())
     assert len(tables) == 2 and all(t.startswith("0001-") for t in tables)
-    combined = read_table(str(out / scan.COMBINED_TABLE))
+    combined = read_table(str(out / ledger.COMBINED_TABLE))
     assert combined["Begin File"].tolist() == ["0001.wav", "0001.wav"]
     assert float(combined["Begin Time (s)"].iloc[1]) == pytest.approx(6.0 + float(combined["File Offset (s)"].iloc[1]))
 
@@ -219,49 +226,49 @@ def test_resume_skips_finished_rescans_changed_and_ignores_stale_temporaries(mod
     folder, main, other = recordings
     out = tmp_path / "out"
     assert _run(model_dir, [folder], out) == 0
-    first_csv = (out / scan.DETECTIONS_CSV).read_text()
+    first_csv = (out / ledger.DETECTIONS_CSV).read_text()
 
     stale = out / "tables" / ".main.selections.txt.abc123.tmp"  # what a killed run leaves
     stale.write_text((out / "tables" / "main.selections.txt").read_text())
     assert _run(model_dir, [folder], out) == 0
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert summary["recordings"]["done"] == 0 and summary["recordings"]["skipped"] == 2
-    assert not stale.exists() and (out / scan.DETECTIONS_CSV).read_text() == first_csv
+    assert not stale.exists() and (out / ledger.DETECTIONS_CSV).read_text() == first_csv
 
     write_recording(other, [("high", 1.0, 4.0)], duration_s=20.0, rate=8000, seed=2)  # the file changed
     assert _run(model_dir, [folder], out) == 0
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert {f["name"]: f["status"] for f in summary["files"]} == {"main": "skipped", "other": "done"}
     assert [e[0] for e in _events(read_table(str(out / "tables" / "other.selections.txt")))] == ["high"]
     assert summary["detections_per_class"] == {"low": 2, "high": 2}
 
     assert _run(model_dir, [folder], out, "--merge-gap-s", "40") == 0  # settings changed: everything again
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert summary["recordings"]["done"] == 2
     assert [e[0] for e in _events(read_table(str(out / "tables" / "main.selections.txt")))] == ["low", "high"]
     assert _run(model_dir, [folder], out, "--merge-gap-s", "40", "--no-resume") == 0
-    assert json.loads((out / scan.SUMMARY).read_text())["recordings"]["done"] == 2
+    assert json.loads((out / ledger.SUMMARY).read_text())["recordings"]["done"] == 2
 
 
 def test_a_killed_scan_loses_and_duplicates_nothing(model_dir, recordings, tmp_path, monkeypatch):
     folder, main, other = recordings
     out = tmp_path / "out"
-    real = scan.scan_recording
+    real = scan_local.scan_recording
 
     def dies_on_other(scorer, settings, path, **kwargs):
         if os.path.basename(path) == "other.wav":
             raise KeyboardInterrupt
         return real(scorer, settings, path, **kwargs)
 
-    monkeypatch.setattr(scan, "scan_recording", dies_on_other)
+    monkeypatch.setattr(scan_local, "scan_recording", dies_on_other)
     with pytest.raises(KeyboardInterrupt):
         _run(model_dir, [folder], out)
     assert not (out / "ledger" / "other.json").exists() and (out / "ledger" / "main.json").exists()
-    monkeypatch.setattr(scan, "scan_recording", real)
+    monkeypatch.setattr(scan_local, "scan_recording", real)
     assert _run(model_dir, [folder], out) == 0
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert {f["name"]: f["status"] for f in summary["files"]} == {"main": "skipped", "other": "done"}
-    assert len(pd.read_csv(out / scan.DETECTIONS_CSV)) == 4
+    assert len(pd.read_csv(out / ledger.DETECTIONS_CSV)) == 4
     assert not [p for p in out.rglob("*.tmp")]
 
 
@@ -274,7 +281,7 @@ def test_corrupt_and_missing_files_are_recorded_and_the_others_run(model_dir, re
     out = tmp_path / "out"
     assert _run(model_dir, [folder, tmp_path / "nowhere.wav"], out) == 1
     assert "broken.wav" in capsys.readouterr().err
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     assert summary["recordings"] == {"total": 5, "done": 2, "skipped": 0, "failed": 3}
     reasons = {os.path.basename(f["file"]): f["reason"] for f in summary["failures"]}
     assert set(reasons) == {"broken.wav", "truncated.wav", "nowhere.wav"}
@@ -300,12 +307,10 @@ def test_tflite_backend_gives_the_same_events(model_dir, recordings, tmp_path):
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("backend", ["keras", "tflite"])
 def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backend, threads):
-    from mammalnet.predict import load_model_dir
-
-    scorer = scan.WindowScorer(model_dir, batch_windows=32, backend=backend, threads=threads)
+    scorer = Detector(model_dir, batch_windows=32, backend=backend, threads=threads)
     assert scorer.tail_windows == 2  # 37 windows: batches of 32, 2, 2 and 2 (padded), dealt to the threads
     windows = (0.2 * np.random.default_rng(3).standard_normal((37, WINDOW))).astype(np.float32)
-    model, _ = load_model_dir(model_dir)
+    model, _ = load_keras_model(model_dir)
     np.testing.assert_allclose(scorer(windows), np.asarray(model(windows)), atol=1e-6)
     assert scorer(windows[:0]).shape == (0, len(CLASSES))
 
@@ -313,12 +318,12 @@ def test_scorer_batches_and_padded_tail_give_the_models_outputs(model_dir, backe
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
 def test_threads_must_be_a_positive_integer(model_dir, threads):
     with pytest.raises(ValueError, match="threads must be a positive integer"):
-        scan.WindowScorer(model_dir, threads=threads)
+        Detector(model_dir, threads=threads)
 
 
 def test_threads_flag_is_checked_by_argparse(capsys):
     with pytest.raises(SystemExit):
-        scan.build_parser().parse_args(["MODEL", "AUDIO", "--out", "OUT", "--threads", "0"])
+        scan_cli.build_parser().parse_args(["MODEL", "AUDIO", "--out", "OUT", "--threads", "0"])
     assert "--threads" in capsys.readouterr().err
 
 
@@ -332,14 +337,14 @@ def test_progress_is_reported_after_every_block_on_a_terminal(model_dir, recordi
             return True
 
     blocks = []
-    scorer = scan.WindowScorer(model_dir, batch_windows=4)
-    settings = scan.resolve_settings(scorer.audio, block_s=3.2, batch_windows=4)
-    list(scan.score_windows(scorer, settings, main, on_block=blocks.append))
-    assert len(blocks) > 3 and sum(blocks) == pytest.approx(scan.audio_info(str(main)).duration_s, abs=0.01)
+    detector = Detector(model_dir, batch_windows=4)
+    settings = resolve_settings(detector.card, block_s=3.2, batch_windows=4)
+    list(scan_local.score_windows(detector, settings, main, on_block=blocks.append))
+    assert len(blocks) > 3 and sum(blocks) == pytest.approx(audio_info(str(main)).duration_s, abs=0.01)
 
     terminal = Terminal()
-    monkeypatch.setattr(scan.sys, "stderr", terminal)
-    scan.scan_paths(model_dir, [main], folder / "out", block_s=3.2, batch_windows=4)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    scan_local.scan_paths(model_dir, [main], folder / "out", block_s=3.2, batch_windows=4)
     text = terminal.getvalue()
     in_place = [part for part in text.split("\r") if " at " in part]  # rewritten after each block
     assert len(in_place) >= len(blocks) and "main.wav at 0.01 h" in text

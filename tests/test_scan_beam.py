@@ -14,8 +14,13 @@ import soundfile as sf
 
 pytest.importorskip("apache_beam")
 
-from mammalnet import scan, scan_beam  # noqa: E402
-from mammalnet.data.sources.raven import read_table  # noqa: E402
+from mammalnet.detector import Detector  # noqa: E402
+from mammalnet.raven import read_table  # noqa: E402
+from mammalnet.scan import beam as scan_beam  # noqa: E402
+from mammalnet.scan import cli as scan_cli  # noqa: E402
+from mammalnet.scan import ledger  # noqa: E402
+from mammalnet.scan import local as scan_local  # noqa: E402
+from mammalnet.scan.settings import read_step_samples, resolve_settings  # noqa: E402
 from tests.test_scan import SR, export_tone_detector, write_recording  # noqa: E402
 
 # 2-s reads (4 windows at the 0.5-s hop, one batch), elements of 4 s: the 10-14 s tone of main.wav
@@ -47,7 +52,7 @@ def archive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(model_dir, archive, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "out"
-    assert scan.main([str(model_dir), *map(str, archive), "--out", str(out), *SETTINGS]) == 1
+    assert scan_cli.main([str(model_dir), *map(str, archive), "--out", str(out), *SETTINGS]) == 1
     return out
 
 
@@ -57,25 +62,26 @@ def per_recording(model_dir, archive, tmp_path_factory):
     out = tmp_path_factory.mktemp("beam") / "out"
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = scan.main([str(model_dir), *map(str, archive), "--out", str(out), *SETTINGS,
+        code = scan_cli.main([str(model_dir), *map(str, archive), "--out", str(out), *SETTINGS,
                           "--runner", "DirectRunner", "--direct_num_workers", "1"])
     return out, code, stderr.getvalue()
 
 
 @pytest.fixture(scope="module")
 def per_block(model_dir, archive, tmp_path_factory):
-    """The API in block mode; returns (out, summary, counters, WindowScorers built)."""
+    """The API in block mode; returns (out, summary, counters, Detectors built)."""
     out = tmp_path_factory.mktemp("blocks") / "out"
     built = []
 
-    class CountingScorer(scan.WindowScorer):
+    class CountingScorer(Detector):
         def __init__(self, *args, **kwargs):
             built.append(1)
             super().__init__(*args, **kwargs)
 
     counters = {}
     with pytest.MonkeyPatch.context() as patch:  # the in-process runner shares this module
-        patch.setattr(scan, "WindowScorer", CountingScorer)
+        patch.setattr(scan_local, "Detector", CountingScorer)
+        patch.setattr(scan_beam, "Detector", CountingScorer)
         summary = scan_beam.scan_paths_beam(model_dir, archive, out, beam_block_s=BEAM_BLOCK_S, block_s=2.0,
                                             batch_windows=4, save_scores=True, counters=counters)
     return out, summary, counters, len(built)
@@ -86,7 +92,7 @@ def _files(out):
 
 
 def _summary(out):
-    summary = json.loads((out / scan.SUMMARY).read_text())
+    summary = json.loads((out / ledger.SUMMARY).read_text())
     return {k: v for k, v in summary.items() if k not in ("wall_s", "real_time_factor")}
 
 
@@ -96,11 +102,11 @@ def assert_same_outputs(a, b, *, summary=True):
     assert _files(a) == _files(b)
     for name in _files(a):
         if name.endswith(".npz"):
-            x, y = scan.load_scores(a / name), scan.load_scores(b / name)
+            x, y = ledger.load_scores(a / name), ledger.load_scores(b / name)
             assert x["class_names"] == y["class_names"] and x["window_s"] == y["window_s"]
             np.testing.assert_array_equal(x["starts_s"], y["starts_s"])
             np.testing.assert_array_equal(x["probs"], y["probs"])
-        elif name == scan.SUMMARY:
+        elif name == ledger.SUMMARY:
             assert not summary or _summary(a) == _summary(b)
         else:
             assert (a / name).read_text() == (b / name).read_text(), name
@@ -154,12 +160,12 @@ def test_resume_skips_finished_recordings_of_a_local_scan(model_dir, archive, lo
     summary = scan_beam.scan_paths_beam(model_dir, archive, out, counters=counters, **kwargs)
     assert {f["name"]: f["status"] for f in summary["files"]} == {"main": "skipped", "other": "done"}
     assert counters["blocks_scored"] == 20 / ELEMENT_S and counters["recordings_skipped"] == 1
-    assert (out / scan.DETECTIONS_CSV).read_text() == (local / scan.DETECTIONS_CSV).read_text()
+    assert (out / ledger.DETECTIONS_CSV).read_text() == (local / ledger.DETECTIONS_CSV).read_text()
 
 
 def test_local_scan_does_not_import_apache_beam(model_dir, archive, tmp_path):
-    code = ("import sys; from mammalnet import scan; "
-            f"rc = scan.main([{str(model_dir)!r}, {str(archive[0] / 'main.wav')!r}, '--out', {str(tmp_path)!r}]); "
+    code = ("import sys; from mammalnet.scan import cli; "
+            f"rc = cli.main([{str(model_dir)!r}, {str(archive[0] / 'main.wav')!r}, '--out', {str(tmp_path)!r}]); "
             "print(rc, 'apache_beam' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -169,28 +175,28 @@ def test_local_scan_does_not_import_apache_beam(model_dir, archive, tmp_path):
 def test_bad_beam_arguments(model_dir, archive, tmp_path, capsys):
     main = str(archive[0] / "main.wav")
     with pytest.raises(SystemExit):  # a pipeline option without --runner
-        scan.main([str(model_dir), main, "--out", str(tmp_path), "--direct_num_workers", "2"])
+        scan_cli.main([str(model_dir), main, "--out", str(tmp_path), "--direct_num_workers", "2"])
     assert "need --runner" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        scan.main([str(model_dir), main, "--out", str(tmp_path), "--beam-block-s", "60"])
-    assert scan.main([str(model_dir), "gs://bucket/a.wav", "--out", str(tmp_path), "--runner", "DirectRunner"]) == 2
+        scan_cli.main([str(model_dir), main, "--out", str(tmp_path), "--beam-block-s", "60"])
+    assert scan_cli.main([str(model_dir), "gs://bucket/a.wav", "--out", str(tmp_path), "--runner", "DirectRunner"]) == 2
     assert "Received: path='gs://bucket/a.wav'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="beam_block_s"):
         scan_beam.scan_paths_beam(model_dir, [main], tmp_path, beam_block_s=0.0)
 
 
 def test_a_part_of_a_recording_must_start_on_the_read_grid(model_dir, archive):
-    scorer = scan.WindowScorer(model_dir, batch_windows=4, threads=1)
-    settings = scan.resolve_settings(scorer.audio, batch_windows=4, block_s=2.0, threads=1)
-    step = scan.read_step_samples(scorer.audio, settings)
+    scorer = Detector(model_dir, batch_windows=4, threads=1)
+    settings = resolve_settings(scorer.card, batch_windows=4, block_s=2.0, threads=1)
+    step = read_step_samples(scorer.card, settings)
     assert step == 4 * SR // 2  # 4 windows at the 0.5-s hop
     # a read holds as many whole batches for every thread
-    assert scan.read_step_samples(scorer.audio, scan.resolve_settings(scorer.audio, batch_windows=4, block_s=2.0,
+    assert read_step_samples(scorer.card, resolve_settings(scorer.card, batch_windows=4, block_s=2.0,
                                                                       threads=2)) == 2 * step
     main = archive[0] / "main.wav"
-    whole = np.concatenate([p for _, p in scan.score_windows(scorer, settings, main)])
-    part = np.concatenate([p for _, p in scan.score_windows(scorer, settings, main, start_sample=3 * step,
+    whole = np.concatenate([p for _, p in scan_local.score_windows(scorer, settings, main)])
+    part = np.concatenate([p for _, p in scan_local.score_windows(scorer, settings, main, start_sample=3 * step,
                                                             stop_sample=5 * step)])
     np.testing.assert_array_equal(part, whole[12:20])
     with pytest.raises(ValueError, match="start_sample"):
-        next(scan.score_windows(scorer, settings, main, start_sample=step + 1))
+        next(scan_local.score_windows(scorer, settings, main, start_sample=step + 1))

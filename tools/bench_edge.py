@@ -4,10 +4,10 @@ Run: python tools/bench_edge.py MODEL_DIR [--run-dir runs/<name>] [--pipeline YA
                                 [--set key=value ...] [--split test] [--max-windows 2000]
                                 [--runs 500] [--warmup 50] [--rounds 3] [--threads 1] [--out FILE.json]
 
-For each .tflite of MODEL_DIR (audio.json's `tflite_models`, else the files present):
+For each .tflite of MODEL_DIR (the model card's `tflite_models`, else the files present):
 - size (KB);
-- LiteRT latency per window on --threads threads: the buoy's own `WindowModel` (one window per
-  invoke, XNNPACK delegate unless the model needs LiteRT's builtin kernels), warm, median and p90 over
+- LiteRT latency per window on --threads threads: the buoy's own detector (`edge.buoy.open_detector`:
+  one window per invoke, XNNPACK delegate unless the model needs LiteRT's builtin kernels), warm, median and p90 over
   --runs invokes on real windows, in a fresh process per model and round (--rounds rounds, the
   models interleaved so the machine's load hits them alike; the median of the round medians is
   reported);
@@ -49,7 +49,7 @@ DEFAULT_FILES = {"float32": "model.tflite", "float16": "model_float16.tflite", "
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from mammalnet.edge.buoy import WindowModel
+from mammalnet.edge.buoy import open_detector, read_card
 
 model_path, windows_path = sys.argv[1], sys.argv[2]
 threads, warmup, runs = map(int, sys.argv[3:6])
@@ -67,13 +67,13 @@ def peak_kb():
 
 windows = np.load(windows_path)  # allocated once: no freed temporaries to hide the model under the high-water mark
 before_kb = peak_kb()
-model = WindowModel(model_path, windows.shape[1], threads=threads)
+model = open_detector(model_path, read_card(model_path), threads=threads)
 for i in range(warmup):
-    model(windows[i % len(windows)])
+    model(windows[i % len(windows)][None, :])
 times = np.empty(runs)
 for i in range(runs):
     t = time.perf_counter()
-    model(windows[i % len(windows)])
+    model(windows[i % len(windows)][None, :])
     times[i] = time.perf_counter() - t
 after_kb = peak_kb()
 pcm = np.round(windows * 32767).astype(np.int16)
@@ -89,13 +89,13 @@ print(json.dumps({"median_ms": 1e3 * float(np.median(times)), "p90_ms": 1e3 * fl
 """
 
 
-def model_files(model_dir: str, audio: dict) -> dict:
-    files = audio.get("tflite_models") or DEFAULT_FILES
+def model_files(model_dir: str, card) -> dict:
+    files = card.tflite_models or DEFAULT_FILES
     return {kind: os.path.join(model_dir, files[kind]) for kind in KINDS
             if kind in files and os.path.isfile(os.path.join(model_dir, files[kind]))}
 
 
-def held_out_windows(args, audio: dict):
+def held_out_windows(args, card):
     """(windows float32 [n, window], labels [n], clip ids [n]) of the run's held-out split, or None."""
     import pandas as pd
 
@@ -114,14 +114,14 @@ def held_out_windows(args, audio: dict):
     if args.data:
         config.data.root = args.data
     config = config_lib.apply_overrides(config, args.overrides)
-    if (config.audio.sample_rate_hz, config.window_samples) != (audio["sample_rate_hz"], audio["window_samples"]):
+    if (config.audio.sample_rate_hz, config.window_samples) != (card.sample_rate_hz, card.window_samples):
         raise ValueError(f"{pipeline} windows ({config.window_samples} samples at {config.audio.sample_rate_hz} Hz) "
-                         f"differ from the model's audio.json ({audio['window_samples']} at {audio['sample_rate_hz']})")
+                         f"differ from the model card's ({card.window_samples} at {card.sample_rate_hz})")
     manifest = pd.read_csv(manifest_path)
     rows = manifest[manifest["split"] == args.split]
     if rows.empty:
         raise ValueError(f"{manifest_path} has no {args.split!r} rows. Received: --split {args.split}")
-    ds = build_dataset(rows, audio["class_names"], window_spec(config), batch_size=64, training=False,
+    ds = build_dataset(rows, list(card.class_names), window_spec(config), batch_size=64, training=False,
                        with_clip_index=True, cache=False)
     x, y, clips = collect(ds)
     if args.max_windows and len(x) > args.max_windows:
@@ -148,19 +148,19 @@ def quality(probs: np.ndarray, keras_probs: np.ndarray, y: np.ndarray, clips: np
             "max_abs_diff": float(np.abs(probs - keras_probs).max())}
 
 
-def recording_windows(paths, audio: dict, hop_s: float, limit: int) -> np.ndarray:
+def recording_windows(paths, card, hop_s: float, limit: int) -> np.ndarray:
     """float32 [n <= limit, window] windows of the recordings, at hop_s, as the scan cuts them."""
+    from mammalnet.audio.reader import BlockReader
     from mammalnet.data.sources.common import DEFAULT_EXTENSIONS
-    from mammalnet.predict import iter_window_blocks
-    from mammalnet.scan import find_recordings
+    from mammalnet.scan.local import find_recordings
 
     files, failures = find_recordings(paths, DEFAULT_EXTENSIONS)
     if failures or not files:
         raise SystemExit(f"bench_edge: --recordings: {failures or 'no audio file found'}")
-    hop = max(1, round(hop_s * int(audio["sample_rate_hz"])))
+    reader = BlockReader.for_card(card, card.hop_samples(hop_s))
     parts, count = [], 0
     for path in files:
-        for _, windows in iter_window_blocks(path, audio, hop):
+        for _, windows in reader.windows(path):
             parts.append(windows[: limit - count])
             count += len(parts[-1])
             if count >= limit:
@@ -168,13 +168,13 @@ def recording_windows(paths, audio: dict, hop_s: float, limit: int) -> np.ndarra
     return np.concatenate(parts)
 
 
-def run_tflite_any(path: str, x: np.ndarray) -> np.ndarray:
-    from mammalnet.export import run_tflite
+def scorers(model_dir: str, files: dict) -> tuple:
+    """(the Keras detector, {kind: the LiteRT detector of that file}) of the export, 256 windows a call."""
+    from mammalnet.detector import Detector
 
-    try:
-        return run_tflite(path, x)
-    except RuntimeError:  # XNNPACK refused the model; the builtin kernels run it (so does the buoy)
-        return run_tflite(path, x, default_delegates=False)
+    keras_detector = Detector(model_dir, batch_windows=256, threads=1)
+    return keras_detector, {kind: Detector(model_dir, backend="tflite", tflite_file=os.path.basename(path),
+                                           batch_windows=256, threads=1) for kind, path in files.items()}
 
 
 def measure(files: dict, windows: np.ndarray, args) -> dict:
@@ -241,42 +241,38 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="default: MODEL_DIR/bench_edge.json")
     args = parser.parse_args(argv)
 
-    with open(os.path.join(args.model_dir, "audio.json")) as f:
-        audio = json.load(f)
-    files = model_files(args.model_dir, audio)
+    from mammalnet.card import ModelCard
+
+    card = ModelCard.from_dir(args.model_dir)
+    files = model_files(args.model_dir, card)
     if "float32" not in files:
         raise SystemExit(f"bench_edge: {args.model_dir} has no model.tflite")
-    data = held_out_windows(args, audio)
+    data = held_out_windows(args, card)
     rows = {kind: {"file": os.path.basename(path), "kb": os.path.getsize(path) / 1024} for kind, path in files.items()}
+    if data is not None or args.recordings:
+        keras_detector, tflite_detectors = scorers(args.model_dir, files)
     if data is not None:
-        from mammalnet.predict import load_model_dir
-
         x, y, clips = data
-        model, _ = load_model_dir(args.model_dir)
-        keras_probs = np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
+        keras_probs = keras_detector(x)
         rows = {"keras": {"file": "model.keras", **quality(keras_probs, keras_probs, y, clips)}, **rows}
-        for kind, path in files.items():
-            rows[kind].update(quality(run_tflite_any(path, x), keras_probs, y, clips))
+        for kind, detector in tflite_detectors.items():
+            rows[kind].update(quality(detector(x), keras_probs, y, clips))
             drop = rows["keras"]["window_accuracy"] - rows[kind]["window_accuracy"]
             rows[kind]["accuracy_drop_points"] = 100 * drop
         windows = x[: max(1, min(len(x), 256))]
     else:
-        windows = (0.05 * np.random.default_rng(0).standard_normal((64, audio["window_samples"]))).astype(np.float32)
+        windows = (0.05 * np.random.default_rng(0).standard_normal((64, card.window_samples))).astype(np.float32)
     for kind, timing in measure(files, windows, args).items():
         rows[kind].update(timing)
     print(table(rows, "float32"))
     recordings = None
     if args.recordings:
-        from mammalnet.predict import load_model_dir
-
-        model, _ = load_model_dir(args.model_dir)
-        hop_s = args.hop_s or audio["window_samples"] / audio["sample_rate_hz"] / 2
-        x = recording_windows(args.recordings, audio, hop_s, args.max_recording_windows)
-        keras_top = np.concatenate([np.asarray(model(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
-        keras_top = keras_top.argmax(1)
+        hop_s = args.hop_s or card.window_s / 2
+        x = recording_windows(args.recordings, card, hop_s, args.max_recording_windows)
+        keras_top = keras_detector(x).argmax(1)
         recordings = {"windows": int(len(x)), "hop_s": hop_s, "paths": args.recordings,
-                      "top1_agreement": {kind: float(np.mean(run_tflite_any(path, x).argmax(1) == keras_top))
-                                         for kind, path in files.items()}}
+                      "top1_agreement": {kind: float(np.mean(detector(x).argmax(1) == keras_top))
+                                         for kind, detector in tflite_detectors.items()}}
         print(f"bench_edge: top-1 agreement with Keras on {len(x)} windows of {' '.join(args.recordings)} at a "
               f"{hop_s:g}-s hop: " + ", ".join(f"{k} {v:.4f}" for k, v in recordings["top1_agreement"].items()))
     reference = rows["float32"]

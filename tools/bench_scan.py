@@ -27,8 +27,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mammalnet import scan  # noqa: E402
 from mammalnet.audio.io import audio_info, read_audio  # noqa: E402
+from mammalnet.detector import BACKENDS, DEFAULT_BATCH_WINDOWS, DEFAULT_THREADS, Detector  # noqa: E402
+from mammalnet.scan.local import find_recordings, scan_paths  # noqa: E402
+from mammalnet.scan.settings import DEFAULT_BLOCK_S, resolve_settings  # noqa: E402
 
 RATE_HZ = 2000
 PIPELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "buoy.yaml")
@@ -64,7 +66,7 @@ def student_model(out_dir):
 
 def ceiling(model_dir, backend, batch_windows, threads, window_samples, reps=3):
     """Windows per second of the model alone on random windows (best of `reps` passes of 8 batches)."""
-    scorer = scan.WindowScorer(model_dir, batch_windows=batch_windows, backend=backend, threads=threads)
+    scorer = Detector(model_dir, batch_windows=batch_windows, backend=backend, threads=threads)
     windows = (0.1 * np.random.default_rng(0).standard_normal((8 * batch_windows, window_samples))).astype(np.float32)
     scorer(windows[:batch_windows])
     best = np.inf
@@ -78,10 +80,10 @@ def ceiling(model_dir, backend, batch_windows, threads, window_samples, reps=3):
 def naive(model_dir, path, minutes, hop_s):
     """Seconds per window of one model call per window, over the first `minutes` of `path`."""
     from mammalnet.audio.dsp import frame_windows
-    from mammalnet.predict import load_model_dir
+    from mammalnet.detector import load_keras_model
 
-    model, audio = load_model_dir(model_dir)
-    rate, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+    model, card = load_keras_model(model_dir)
+    rate, window = card.sample_rate_hz, card.window_samples
     waveform, file_rate = read_audio(path, duration_s=minutes * 60)
     if file_rate != rate:
         from mammalnet.audio.dsp import resample
@@ -102,24 +104,24 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="scan the audio in this folder instead of generating it")
     parser.add_argument("--model", default=None, help="export folder (default: an untrained 2 kHz student)")
     parser.add_argument("--naive-minutes", type=float, default=5.0)
-    parser.add_argument("--batch-windows", type=int, default=scan.DEFAULT_BATCH_WINDOWS)
-    parser.add_argument("--block-s", type=float, default=scan.DEFAULT_BLOCK_S)
-    parser.add_argument("--backends", nargs="+", choices=scan.BACKENDS, default=list(scan.BACKENDS))
+    parser.add_argument("--batch-windows", type=int, default=DEFAULT_BATCH_WINDOWS)
+    parser.add_argument("--block-s", type=float, default=DEFAULT_BLOCK_S)
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--hop-s", type=float, default=None, help="seconds between windows (default: half a window)")
-    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, scan.DEFAULT_THREADS}),
+    parser.add_argument("--threads", nargs="+", type=int, default=sorted({1, DEFAULT_THREADS}),
                         help="batches scored at once; one scan per value (default: %(default)s)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, what = audio_folder(args)
-        files = scan.find_recordings([folder])[0]
+        files = find_recordings([folder])[0]
         infos = [audio_info(f) for f in files]
         model_dir = args.model or student_model(os.path.join(tmp, "student"))
-        from mammalnet.predict import load_model_dir
+        from mammalnet.detector import load_keras_model
 
-        model, audio = load_model_dir(model_dir)
-        settings = scan.resolve_settings(audio, hop_s=args.hop_s)
-        rate, window = int(audio["sample_rate_hz"]), int(audio["window_samples"])
+        model, card = load_keras_model(model_dir)
+        settings = resolve_settings(card, hop_s=args.hop_s)
+        rate, window = card.sample_rate_hz, card.window_samples
         hours = sum(i.duration_s for i in infos) / 3600
         windows = sum(int(np.ceil(max(i.duration_s * rate - window, 0) / (settings.hop_s * rate))) + 1 for i in infos)
         from mammalnet.compare import count_flops
@@ -139,7 +141,7 @@ def main(argv=None):
             timings = {}
             out = os.path.join(tmp, f"out_{backend}_{threads}")
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            summary = scan.scan_paths(model_dir, [folder], out, hop_s=args.hop_s, batch_windows=args.batch_windows,
+            summary = scan_paths(model_dir, [folder], out, hop_s=args.hop_s, batch_windows=args.batch_windows,
                                       block_s=args.block_s, backend=backend, threads=threads, resume=False,
                                       progress=False, timings=timings)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

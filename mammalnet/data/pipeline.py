@@ -15,7 +15,6 @@ resampled by itself. The file is never decoded whole.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pandas as pd
@@ -23,13 +22,8 @@ import tensorflow as tf
 
 from mammalnet.audio.dsp import check_pad_mode, frame_windows, resample
 from mammalnet.audio.io import read_audio
+from mammalnet.audio.reader import plan_read
 from mammalnet.config import SHORT_CLIPS
-
-# Source samples read on each side of a span, counted at the lower of the two rates: covers the
-# resampler's filters (measured on noise: 48 reproduce the whole-file resample to 2.4e-7 for
-# 44.1k, 81.92k, 11.025k, 16k, 384k down to 8k-24k and 8k, 10k up to 22.05k-24k; 32 leave ~1e-3).
-_CONTEXT_SAMPLES = 64
-
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
@@ -72,36 +66,6 @@ class WindowSpec:
         check_pad_mode(self.pad_mode)
         if self.short_clips not in SHORT_CLIPS:
             raise ValueError(f"short_clips must be one of {SHORT_CLIPS}. Received: short_clips={self.short_clips!r}")
-
-
-def plan_read(first: int, stop: int, source_rate_hz: int, target_rate_hz: int, file_frames: int):
-    """Which frames to decode so that resampling them gives target samples [first, stop) of the file.
-
-    Target sample k is the file at time k / target_rate_hz. The read starts at a frame whose time
-    is a whole number of target samples (a multiple of source / gcd(source, target) frames: the
-    resampler's output grid then coincides with the whole file's), with _CONTEXT_SAMPLES of filter
-    context on each side where the file has them; so the samples equal those of resampling the
-    whole file, to float rounding (multi-stage ratios, e.g. 166600 -> 24000: ~1e-3 of full scale).
-    The alignment costs at most source / gcd frames (under one second, and a few hundred frames
-    for the usual rates).
-
-    Args:
-        first: first target sample wanted, >= 0.
-        stop: one past the last target sample wanted, > first.
-        source_rate_hz: the file's rate.
-        target_rate_hz: the rate wanted.
-        file_frames: frames in the file; the read is clamped to it.
-
-    Returns:
-        (start_frame, num_frames, skip): decode num_frames from start_frame, resample, and drop the
-        first `skip` samples; at most stop - first samples remain to keep (fewer at the file's end).
-    """
-    source, target = int(source_rate_hz), int(target_rate_hz)
-    context = 0 if source == target else math.ceil(_CONTEXT_SAMPLES * max(source, target) / target)
-    step = source // math.gcd(source, target)
-    start = max(0, (first * source // target - context) // step * step)
-    end = min(file_frames, -(-stop * source // target) + context)
-    return start, max(end - start, 1), first - start * target // source
 
 
 def _clip_frames(path, start_s, end_s, rate, duration_s):

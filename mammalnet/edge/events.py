@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mammalnet.card import ModelCard
 from mammalnet.cli import non_negative_float, positive_float
 
 
@@ -92,36 +93,26 @@ def add_event_arguments(parser: argparse.ArgumentParser, *, hop_help: str) -> No
                              "else 'background' if the model has it)")
 
 
-def detection_thresholds(audio: dict, threshold: float | None = None, class_thresholds: Mapping | None = None,
-                         default: float = 0.5) -> dict:
-    """{class: threshold} for a model: audio.json `thresholds` (classes it leaves out: `default`), all
+def detection_thresholds(card: ModelCard, threshold: float | None = None,
+                         class_thresholds: Mapping | None = None) -> dict:
+    """{class: threshold} for a model: the card's `thresholds` (0.5 for classes it leaves out), all
     replaced by `threshold` when given, then `class_thresholds` {class: p} over them.
 
     Raises:
         ValueError: a threshold outside [0, 1] or naming a class the model does not have.
     """
-    names = list(audio["class_names"])
-    base = {} if threshold is not None else dict(audio.get("thresholds") or {})
-    base = {name: float(base.get(name, default if threshold is None else threshold)) for name in names}
+    names = list(card.class_names)
+    base = {name: card.threshold(name) if threshold is None else float(threshold) for name in names}
     base.update(class_thresholds or {})
     return dict(zip(names, resolve_thresholds(names, base).tolist()))
 
 
-def default_ignored(audio: dict) -> list[str]:
-    """The classes a detector never reports: audio.json `background_classes`, else a class named
-    `background` when the model has one, else none.
-
-    Raises:
-        ValueError: a background_classes entry that is not a list of the model's class names.
-    """
-    names = list(audio["class_names"])
-    ignore = audio.get("background_classes")
-    if ignore is None:
-        return ["background"] if "background" in names else []
-    if not isinstance(ignore, list) or set(ignore) - set(names):
-        raise ValueError(f"audio.json background_classes must list class names of {names}. "
-                         f"Received: background_classes={ignore!r}")
-    return list(ignore)
+def default_ignored(card: ModelCard) -> list[str]:
+    """The classes a detector never reports: the card's `background_classes`, else a class named
+    `background` when the model has one, else none."""
+    if card.background_classes is None:
+        return ["background"] if "background" in card.class_names else []
+    return list(card.background_classes)
 
 
 class EventMerger:

@@ -184,24 +184,24 @@ def load_teacher(model_dir, *, class_names, sample_rate_hz: int, window_samples:
 
     Raises:
         FileNotFoundError: model_dir does not exist.
-        mammalnet.predict.ModelDirError: the folder is not a usable export.
+        mammalnet.card.ModelDirError: the folder is not a usable export.
         ValueError: the teacher's class names (and order), sample rate, window length or output
             width differ from the pipeline's.
     """
-    from mammalnet.predict import load_model_dir
+    from mammalnet.detector import load_keras_model
 
     model_dir = Path(os.fspath(model_dir))
     if not model_dir.is_dir():
         raise FileNotFoundError(f"teacher model folder not found: {model_dir}")
-    teacher, audio = load_model_dir(model_dir)
-    teacher_names, names = [str(n) for n in audio["class_names"]], [str(n) for n in class_names]
+    teacher, card = load_keras_model(model_dir)
+    teacher_names, names = list(card.class_names), [str(n) for n in class_names]
     if teacher_names != names:
         order = " (same classes, another order)" if sorted(teacher_names) == sorted(names) else ""
         raise ValueError(f"teacher {model_dir} has classes {teacher_names} but this pipeline has "
                          f"{names}{order}; distillation needs the same classes in the same order")
     for key, value in (("sample_rate_hz", sample_rate_hz), ("window_samples", window_samples)):
-        if int(audio[key]) != int(value):
-            raise ValueError(f"teacher {model_dir} has {key}={audio[key]} but this pipeline has "
+        if getattr(card, key) != int(value):
+            raise ValueError(f"teacher {model_dir} has {key}={getattr(card, key)} but this pipeline has "
                              f"{key}={value}")
     outputs = _num_outputs(teacher)
     if outputs is not None and outputs != len(names):

@@ -173,20 +173,20 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     return metrics
 
 
-def _load_quality_classifier(path: str, config) -> tuple[keras.Model, dict, keras.Model]:
-    """(classifier, its audio.json, its embedding model), checked against this pipeline's rate and window."""
-    from mammalnet.predict import load_model_dir
+def _load_quality_classifier(path: str, config):
+    """(classifier, its ModelCard, its embedding model), checked against this pipeline's rate and window."""
+    from mammalnet.detector import load_keras_model
     from mammalnet.training.encoder import encoder_from_classifier
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"generative.quality_classifier: nothing at {path}")
-    model, audio = load_model_dir(path)
+    model, card = load_keras_model(path)
     wanted = (config.audio.sample_rate_hz, config.window_samples)
-    if (audio["sample_rate_hz"], audio["window_samples"]) != wanted:
+    if (card.sample_rate_hz, card.window_samples) != wanted:
         raise ValueError(f"generative.quality_classifier must take this pipeline's windows ({wanted[1]} samples at "
-                         f"{wanted[0]} Hz). Received: {path} takes {audio['window_samples']} samples at "
-                         f"{audio['sample_rate_hz']} Hz")
-    return model, audio, encoder_from_classifier(model)
+                         f"{wanted[0]} Hz). Received: {path} takes {card.window_samples} samples at "
+                         f"{card.sample_rate_hz} Hz")
+    return model, card, encoder_from_classifier(model)
 
 
 def _quality(generator: Generator, config, names, scored, scored_split: str, train_wave, report_dir: str,
@@ -257,12 +257,12 @@ def _classifier_scores(scorer, names, wave, inverted, labels, train_wave, genera
                        seed: int) -> tuple[dict, dict]:
     """A trained classifier on generated clips, with the same numbers on real and Griffin-Lim-inverted
     real clips as references (what a perfect generator could at best score through this inversion)."""
-    classifier, audio, encoder = scorer
-    index_of = {n: i for i, n in enumerate(audio["class_names"])}
+    classifier, card, encoder = scorer
+    index_of = {n: i for i, n in enumerate(card.class_names)}
     missing = [n for n in names if n not in index_of]
     if missing:
         raise ValueError(f"generative.quality_classifier does not know the classes {missing}. "
-                         f"Received: its classes {audio['class_names']}")
+                         f"Received: its classes {list(card.class_names)}")
     remap = np.array([index_of[n] for n in names])
     reference_train = train_wave[_subset(len(train_wave), len(wave), seed)]
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from mammalnet import config as config_lib
-from mammalnet.edge.buoy import BuoyError, WindowModel, WindowRing, read_audio_json
+from mammalnet.card import ModelCard
+from mammalnet.edge.buoy import BuoyError, WindowRing, open_detector, read_card
 from mammalnet.edge.events import merge_events
 from mammalnet.export import export_model, export_quantized, run_tflite
 from mammalnet.models.classifier import build_classifier
@@ -186,25 +187,31 @@ def test_quantized_input_and_output_are_scaled(tmp_path):
     converter.inference_input_type = converter.inference_output_type = tf.int8
     path = tmp_path / "int8_io.tflite"
     path.write_bytes(converter.convert())
-    scorer = WindowModel(path, 64)
-    assert scorer._input["dtype"] == np.int8 and scorer._output["dtype"] == np.int8
-    probs = np.stack([scorer(w) for w in data[:8]])
+    from ai_edge_litert.interpreter import Interpreter
+
+    io = Interpreter(model_path=str(path))
+    assert io.get_input_details()[0]["dtype"] == np.int8 and io.get_output_details()[0]["dtype"] == np.int8
+    card = ModelCard.create(sample_rate_hz=SR, window_samples=64, class_names=["a", "b", "c"])
+    detector = open_detector(path, card)
+    probs = np.concatenate([detector(w[None, :]) for w in data[:8]])
     np.testing.assert_allclose(probs, np.asarray(model(data[:8])), atol=0.05)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
     with pytest.raises(BuoyError, match=r"window_samples=128"):
-        WindowModel(path, 128)
+        open_detector(path, card.replace(window_samples=128))
+    with pytest.raises(BuoyError, match="3 outputs"):
+        open_detector(path, card.replace(class_names=("a", "b")))
 
 
-def test_audio_json(model_dir, tmp_path):
-    audio = read_audio_json(model_dir / "model_int8.tflite")
-    assert audio["tflite_models"]["int8"] == "model_int8.tflite" and audio["window_samples"] == WINDOW
+def test_model_card_beside_the_model(model_dir, tmp_path):
+    card = read_card(model_dir / "model_int8.tflite")
+    assert card.tflite_models["int8"] == "model_int8.tflite" and card.window_samples == WINDOW
     with pytest.raises(BuoyError, match="--audio-json"):
-        read_audio_json(tmp_path / "model.tflite")
+        read_card(tmp_path / "model.tflite")
 
 
 def test_buoy_and_scan_read_the_event_flags_alike():
-    from mammalnet import scan
     from mammalnet.edge import buoy
+    from mammalnet.scan import cli as scan
 
     argv = ["--hop-s", "0.5", "--threshold", "0.7", "--threshold", "low=0.2", "--merge-gap-s", "2",
             "--ignore-class", "noise"]

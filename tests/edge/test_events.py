@@ -7,6 +7,7 @@ import pytest
 
 import argparse
 
+from mammalnet.card import ModelCard
 from mammalnet.edge.events import (Event, EventMerger, default_ignored, detection_thresholds, merge_events,
                                    resolve_thresholds, threshold_arg)
 
@@ -94,8 +95,8 @@ def test_thresholds_default_and_mapping():
     assert resolve_thresholds(NAMES, {"gunshot": 0.9}, default=0.3).tolist() == [0.3, 0.3, 0.9]
 
 
-def test_threshold_arguments_over_audio_json():
-    audio = {"class_names": NAMES, "thresholds": {"upcall": 0.9}}
+def test_threshold_arguments_over_the_model_card():
+    audio = ModelCard.create(sample_rate_hz=1000, window_samples=100, class_names=NAMES, thresholds={"upcall": 0.9})
     assert threshold_arg("0.4") == (None, 0.4) and threshold_arg("upcall=0.8") == ("upcall", 0.8)
     for bad in ("loud", "=0.5", "upcall=1.5", "upcall=high"):
         with pytest.raises(argparse.ArgumentTypeError, match="P or CLASS=P"):
@@ -107,9 +108,13 @@ def test_threshold_arguments_over_audio_json():
 
 
 def test_default_ignored_classes():
-    assert default_ignored({"class_names": NAMES}) == ["background"]
-    assert default_ignored({"class_names": ["upcall", "gunshot"]}) == []
-    assert default_ignored({"class_names": NAMES, "background_classes": []}) == []
-    assert default_ignored({"class_names": NAMES, "background_classes": ["gunshot"]}) == ["gunshot"]
+    def card(names, background=None):
+        return ModelCard.create(sample_rate_hz=1000, window_samples=100, class_names=names,
+                                background_classes=background)
+
+    assert default_ignored(card(NAMES)) == ["background"]
+    assert default_ignored(card(["upcall", "gunshot"])) == []
+    assert default_ignored(card(NAMES, [])) == []
+    assert default_ignored(card(NAMES, ["gunshot"])) == ["gunshot"]
     with pytest.raises(ValueError, match="background_classes"):
-        default_ignored({"class_names": NAMES, "background_classes": ["noise"]})
+        card(NAMES, ["noise"])

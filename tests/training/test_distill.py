@@ -6,7 +6,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 from scipy.stats import entropy
 
-from mammalnet.predict import ModelDirError
+from mammalnet.card import ModelDirError
 from mammalnet.training.distill import Distiller, StudentCheckpoint, distillation_loss, load_teacher
 
 NAMES = ["humpback", "orca", "sperm"]

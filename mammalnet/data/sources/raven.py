@@ -16,55 +16,15 @@ from mammalnet.data.problems import SkipLog
 from mammalnet.data.sources.common import (DEFAULT_EXTENSIONS, Candidate, LabelRule, RowProblem, SkipScope,
                                            audio_files, cell_text, check_root, describe_candidates,
                                            normalize_extensions, seconds, walk_tree)
-
-LABEL_COLUMNS = ("Annotation", "Species", "Label", "Class", "Call Type", "Type")
-SELECTION, BEGIN, END = "Selection", "Begin Time (s)", "End Time (s)"
-LOW, HIGH = "Low Freq (Hz)", "High Freq (Hz)"
-BEGIN_FILE, FILE_OFFSET = "Begin File", "File Offset (s)"
+from mammalnet.raven import (BEGIN, BEGIN_FILE, END, HIGH, LOW, SELECTION, find_label_column, offset_in_file,
+                             read_table, recording_stem, selections)
 
 
-def read_table(path: str) -> pd.DataFrame:
-    """A selection table as text cells.
-
-    Raises:
-        RowProblem: the file is not a readable tab-separated table.
-    """
-    try:
-        try:
-            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            # Raven on Windows writes tables in the ANSI code page, not UTF-8.
-            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="cp1252")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise RowProblem(f"not a readable selection table ({err})") from None
 
 
-def find_label_column(table: pd.DataFrame, label_column: str | None) -> str:
-    """label_column, else the first of LABEL_COLUMNS present (case-insensitive).
-
-    Raises:
-        RowProblem: no such column, listing the columns found.
-    """
-    if label_column:
-        if label_column in table.columns:
-            return label_column
-        wanted = repr(label_column)
-    else:
-        by_lower = {c.strip().lower(): c for c in table.columns}
-        found = [by_lower[name.lower()] for name in LABEL_COLUMNS if name.lower() in by_lower]
-        if found:
-            return found[0]
-        wanted = f"any of {list(LABEL_COLUMNS)} (or set label_column)"
-    raise RowProblem(f"no label column {wanted}. Received columns: {list(table.columns)}")
 
 
-def recording_stem(table_name: str) -> str:
-    """The recording a table annotates, from Raven's `<stem>.Table.1.selections.txt` naming."""
-    if ".Table." in table_name:
-        return table_name.split(".Table.")[0]
-    if ".selections" in table_name:
-        return table_name.split(".selections")[0]
-    return os.path.splitext(table_name)[0]
+
 
 
 def pick_file(matches: list[str], table_dir: str, what: str) -> str:
@@ -98,40 +58,10 @@ def subtract(free: list[tuple[float, float]], blocked: list[tuple[float, float]]
     return free
 
 
-def selections(table: pd.DataFrame, labels: str) -> list[tuple[str, int, dict, list[str]]]:
-    """A table's selections, one each: Raven writes a row per view (Waveform 1, Spectrogram 1).
-
-    Returns:
-        (selection key, its first line in the file, the first of its rows with a label (else its
-        first row), the distinct non-empty labels of its rows) per selection, in table order; rows
-        without a Selection number are selections of their own.
-    """
-    views = collections.defaultdict(list)
-    numbered = SELECTION in table.columns
-    for index, record in enumerate(table.to_dict("records")):
-        views[(cell_text(record[SELECTION]) if numbered else "") or f"line {index + 2}"].append((index + 2, record))
-    return [(key, rows[0][0], next((r for _, r in rows if cell_text(r[labels])), rows[0][1]),
-             sorted({cell_text(r[labels]) for _, r in rows} - {""})) for key, rows in views.items()]
 
 
-def names_one_file(table: pd.DataFrame) -> bool:
-    """Whether a table's Begin File column names at most one file: then Begin Time is a position in it."""
-    return len({cell_text(f) for f in table[BEGIN_FILE]} - {""}) <= 1
 
 
-def offset_in_file(record: dict, table: pd.DataFrame, begin: float, file_name: str) -> float:
-    """Where a selection starts in its Begin File: File Offset (s), else Begin Time when the table
-    names one file.
-
-    Raises:
-        RowProblem: a table of several files without File Offset, or a bad offset.
-    """
-    if FILE_OFFSET in table.columns:
-        return seconds(record[FILE_OFFSET], FILE_OFFSET)
-    if names_one_file(table):
-        return begin
-    raise RowProblem(f"cannot place the selection in {file_name!r}: the table spans several files and has no "
-                     f"{FILE_OFFSET!r} column")
 
 
 def background_starts(duration_s: float, events: list[tuple[float, float]], length_s: float, gap_s: float,
