@@ -41,6 +41,7 @@ def read_window(path, card: ModelCard, offset_s: float) -> np.ndarray:
         AudioError: unreadable file, or an offset past its end.
     """
     from mammalnet.audio import dsp
+    from mammalnet.audio.resample import resample
 
     target, window = card.sample_rate_hz, card.window_samples
     info = audio_info(path)
@@ -48,7 +49,7 @@ def read_window(path, card: ModelCard, offset_s: float) -> np.ndarray:
         raise AudioError(path, f"offset {offset_s:g} s is past the end ({info.duration_s:g} s)")
     waveform, rate = read_audio(path, start_s=offset_s, duration_s=min(window / target, info.duration_s - offset_s))
     if rate != target:
-        waveform = dsp.resample(waveform, rate, target)
+        waveform = resample(waveform, rate, target)
     return np.asarray(dsp.frame_windows(waveform, window, window, pad_mode=card.pad_mode, seed=(0, 0)))[:1]
 
 

@@ -11,7 +11,8 @@ Layout written (the artifacts contract in docs/architecture.md):
     out_dir/metrics.json   the caller's metrics plus 'parity'
 
 Everything is written to a staging folder beside `out_dir` and moved in only after the parity
-check passes, so a failed export never leaves a folder that looks deployable.
+check passes, so a failed export never leaves a folder that looks deployable. (One module of ~520
+lines: the float and quantized exports share their converters, staging and parity checks.)
 
 `export_quantized` then adds the buoy's files to such a folder, with their own parity check:
 

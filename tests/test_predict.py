@@ -9,7 +9,9 @@ import pytest
 import soundfile as sf
 
 import mammalnet.audio.dsp as dsp
+import mammalnet.audio.resample as resample_module
 from mammalnet.audio.io import read_audio
+from mammalnet.audio.resample import resample
 from mammalnet.export import export_model
 from mammalnet.predict import main, predict_files
 from tests.test_export import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
@@ -120,7 +122,7 @@ def test_resample_is_called_with_the_file_and_model_rates(model_dir, audio_files
         calls.append((len(waveform), sample_rate_hz, target_rate_hz))
         return scipy.signal.resample_poly(waveform, target_rate_hz, sample_rate_hz).astype(np.float32)
 
-    monkeypatch.setattr(dsp, "resample", fake_resample, raising=False)
+    monkeypatch.setattr(resample_module, "resample", fake_resample)  # what the block reader resamples with
     (other, same) = predict_files(model_dir, [audio_files["other_rate"], audio_files["one"]])
     assert calls == [(24000, 16000, SR)]  # only the file not at the model rate
     assert other["error"] is None and other["num_windows"] == 2
@@ -151,7 +153,7 @@ def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeyp
     hop = WINDOW // 2
     model = keras.saving.load_model(model_dir / "model.keras", safe_mode=True)
     waveform, _ = read_audio(path)  # the reference: decode, resample and frame the whole file
-    whole = dsp.resample(waveform, rate, SR) if rate != SR else waveform
+    whole = resample(waveform, rate, SR) if rate != SR else waveform
     reference = np.asarray(model(dsp.frame_windows(whole, WINDOW, hop))).mean(axis=0)
 
     reads = []

@@ -21,7 +21,8 @@ import soundfile as sf
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mammalnet.audio.dsp import frame_windows, resample  # noqa: E402
+from mammalnet.audio.dsp import frame_windows  # noqa: E402
+from mammalnet.audio.resample import resample  # noqa: E402
 from mammalnet.data.manifest import make_manifest  # noqa: E402
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect  # noqa: E402
 

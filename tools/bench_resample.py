@@ -16,7 +16,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mammalnet.audio.dsp import resample  # noqa: E402
+from mammalnet.audio.resample import resample  # noqa: E402
 
 
 def best_ms(fn, repeats=20, rounds=7):

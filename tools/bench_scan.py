@@ -86,7 +86,7 @@ def naive(model_dir, path, minutes, hop_s):
     rate, window = card.sample_rate_hz, card.window_samples
     waveform, file_rate = read_audio(path, duration_s=minutes * 60)
     if file_rate != rate:
-        from mammalnet.audio.dsp import resample
+        from mammalnet.audio.resample import resample
 
         waveform = resample(waveform, file_rate, rate)
     windows = np.asarray(frame_windows(waveform, window, round(hop_s * rate)))

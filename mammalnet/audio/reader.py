@@ -3,7 +3,7 @@
 One path from a file to the windows a model scores, shared by training (`data.pipeline` plans its
 reads with `plan_read`), predict, scan, explain and the tools:
 
-    file --(read_audio by offset, `plan_read`)--> frames --(dsp.resample)--> model-rate block
+    file --(read_audio by offset, `plan_read`)--> frames --(audio.resample)--> model-rate block
          --(`BlockReader.frame`)--> windows [k, window_samples]
 
 `BlockReader` reads a file block by block: block b covers model-rate samples [b * step, b * step +
@@ -138,8 +138,8 @@ class BlockReader:
         Raises:
             AudioError: the file cannot be read. ValueError: a start_sample off the block grid.
         """
-        from mammalnet.audio import dsp
         from mammalnet.audio.io import audio_info, read_audio
+        from mammalnet.audio.resample import resample
 
         step = self.step_samples
         if start_sample < 0 or start_sample % step:
@@ -158,7 +158,7 @@ class BlockReader:
                                         duration_s=frames / info.sample_rate_hz)
             decoded = clock()
             if rate != target:
-                waveform = np.asarray(dsp.resample(waveform, rate, target))
+                waveform = np.asarray(resample(waveform, rate, target))
             if timings is not None:
                 timings["decode_s"] = timings.get("decode_s", 0.0) + decoded - began
                 timings["resample_s"] = timings.get("resample_s", 0.0) + clock() - decoded

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammalnet.audio.dsp import check_pad_mode, frame_windows, resample
+from mammalnet.audio.dsp import check_pad_mode, frame_windows
 from mammalnet.audio.io import read_audio
 from mammalnet.audio.reader import plan_read
+from mammalnet.audio.resample import resample
 from mammalnet.config import SHORT_CLIPS
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from mammalnet.audio.dsp import bandpass_fir, frame_windows, pad_to_length, quiet_level, resample
+from mammalnet.audio.dsp import bandpass_fir, frame_windows, pad_to_length, quiet_level
+from mammalnet.audio.resample import resample
 
 # (source, target): every stage combination -- direct polyphase (44100, 24000, 5120, 500),
 # loose decimation + polyphase (384000, 96000), Farrow paths (166600, 81920, 10000 -> 22050).

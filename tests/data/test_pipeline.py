@@ -110,7 +110,7 @@ def test_long_clip_gives_windows_spread_over_it_each_read_by_offset(tmp_path, re
 
 
 def test_long_clip_windows_equal_the_whole_file_resampled(tmp_path, record_reads):
-    from mammalnet.audio.dsp import resample
+    from mammalnet.audio.resample import resample
 
     rate, target, seconds = 3000, 2000, 120
     t = np.arange(seconds * rate) / rate
