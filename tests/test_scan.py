@@ -13,6 +13,7 @@ import soundfile as sf
 
 from mammalnet.audio.io import audio_info
 from mammalnet.data.sources.raven import read_raven
+from mammalnet.card import ModelDirError
 from mammalnet.detector import Detector, load_keras_model
 from mammalnet.edge.events import merge_events
 from mammalnet.export import export_model
@@ -351,3 +352,20 @@ def test_progress_is_reported_after_every_block_on_a_terminal(model_dir, recordi
     final = text.split("\r")[-1]  # the recording's own line, written over the in-place one
     assert final.startswith("\033[Kscan: 1/1 recordings (1 scanned, 0 skipped, 0 failed), 0.017 audio-h scanned")
     assert final.endswith(" audio-h/s\n")
+
+
+def test_detector_checks_its_folder_and_its_input(model_dir, tmp_path):
+    keras_detector, tflite_detector = Detector(model_dir, threads=1), Detector(model_dir, backend="tflite", threads=1)
+    assert Detector(model_dir, threads=1).fingerprint == keras_detector.fingerprint  # what a resumed scan matches
+    assert keras_detector.fingerprint != tflite_detector.fingerprint  # each backend reads its own model file
+    with pytest.raises(ValueError, match=rf"windows must be \[k, window_samples={WINDOW}\]"):
+        keras_detector(np.zeros((2, WINDOW // 2), np.float32))
+    with pytest.raises(ModelDirError, match="needs model_int8.tflite, which is missing"):
+        Detector(model_dir, backend="tflite", tflite_file="model_int8.tflite")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Detector(model_dir, backend="onnx")
+    no_card = tmp_path / "no_card"
+    shutil.copytree(model_dir, no_card)
+    (no_card / "audio.json").unlink()
+    with pytest.raises(ModelDirError, match="missing audio.json"):
+        Detector(no_card)

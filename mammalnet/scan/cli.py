@@ -126,8 +126,9 @@ def main(argv=None) -> int:
                    block_s=args.block_s, save_scores=args.save_scores, resume=not args.no_resume,
                    extensions=args.extensions, backend=args.backend, threads=args.threads)
     try:
-        if args.runner is None:
-            summary = scan_paths(args.model_dir, args.paths, args.out, **options)
+        if args.runner is None:  # -q also silences the progress lines
+            summary = scan_paths(args.model_dir, args.paths, args.out, progress=args.log_level <= logging.INFO,
+                                 **options)
         else:
             from mammalnet.scan import beam  # apache-beam is imported only for a pipeline
 
