@@ -47,15 +47,15 @@ import platform
 import re
 import shlex
 import shutil
-import statistics
 import sys
 import time
 import traceback
 
+from mammalnet.edge.latency import DEFAULT_RUNS as DEFAULT_LATENCY_RUNS
+from mammalnet.edge.latency import WARMUP_RUNS, tflite_latency_ms
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
 
-DEFAULT_LATENCY_RUNS = 50
-WARMUP_RUNS = 5
 RESULT_FILE = "result.json"
 FORBIDDEN_SPEC_KEYS = ("name", "data", "split")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -328,31 +328,6 @@ def saved_model_stats(saved_model_dir, window_samples: int, config=None, num_cla
     return stats
 
 
-def tflite_latency_ms(tflite_path, window_samples: int, *, runs: int = DEFAULT_LATENCY_RUNS,
-                      warmup: int = WARMUP_RUNS) -> float:
-    """Median wall time of one batch-1 invoke() of a TFLite file with LiteRT on 1 thread, in ms."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1. Received: runs={runs}")
-    interpreter = Interpreter(model_path=os.fspath(tflite_path), num_threads=1)
-    detail = interpreter.get_input_details()[0]
-    if tuple(detail["shape"]) != (1, window_samples):
-        interpreter.resize_tensor_input(detail["index"], [1, window_samples])
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    interpreter.set_tensor(detail["index"], (0.1 * rng.standard_normal((1, window_samples))).astype(np.float32))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
 def latency_method(runs: int) -> str:
     if runs < 1:
         return "LiteRT latency: not measured (--latency-runs 0)."
@@ -567,7 +542,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from mammalnet.config import ConfigError
-    from mammalnet.fit import resolve_config
+    from mammalnet.resolve import resolve_config
 
     labels = [label.strip() for label in args.models.split(",") if label.strip()]
     try:

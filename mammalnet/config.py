@@ -448,7 +448,7 @@ class PipelineConfig:
             raise ConfigError(
                 f"data.source={self.data.source!r} needs data.root (or --data DIR). Received: data.root=None")
         if self.data.source == "synthetic_long":
-            from mammalnet.data.synthetic.longrec import check_settings  # numpy/scipy only when used
+            from mammalnet.data.synthetic.longrec_settings import check_settings  # numpy/scipy only when used
 
             try:
                 check_settings(self.data.long, "data.long")

@@ -19,48 +19,22 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
 from mammalnet.data.confounders import confounder_audit
-from mammalnet.data.audit import audit_manifest
-from mammalnet.data.load import load_manifest
-from mammalnet.data.manifest import class_names as manifest_class_names
-from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, build_windows, collect
-from mammalnet.data.problems import SkipLog
-from mammalnet.data.sources.folder import read_folder
-from mammalnet.data.split import GENERATED_GROUP, UNLABELLED, split_counts, split_manifest
+from mammalnet.data.pipeline import batch_windows, build_dataset, build_windows, collect
+from mammalnet.data.split import GENERATED_GROUP, UNLABELLED
 from mammalnet.export import export_model, export_quantized
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
 from mammalnet.models.xception import BACKBONE_NAME as PRETRAINED_BACKBONE
 from mammalnet.report.calibration import fit_temperature, open_set_metrics
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
-from mammalnet.training.callbacks import ConfusionMatrixCallback, LinearWarmUp, SpectrogramCallback
+from mammalnet.training import schedule
+from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
 from mammalnet.training.distill import Distiller, StudentCheckpoint, load_teacher
 from mammalnet.training.distribute import Distribution, evaluation_batch_size, make_distribution, predict_batches
 from mammalnet.training.encoder import encoder_from_classifier, load_encoder_into, weighted_layers
 from mammalnet.training.losses import build_loss
+from mammalnet.training.prepare import load_split, run_dirs, window_spec
 from mammalnet.training.sampling import class_sampling_weights, sample_by_class
-
-
-def _generation_progress():
-    """A progress callback for the first-use synthetic ocean generation (a Keras progress bar)."""
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
-            bar = keras.utils.Progbar(total, unit_name="clip")
-        bar.update(done)
-
-    return progress
-
-
-def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) -> WindowSpec:
-    hop = config.train_hop_samples if training else config.hop_samples
-    max_windows = config.audio.max_windows_per_clip
-    if training:  # the same stretch of each clip, cut more densely
-        max_windows = -(-(max_windows - 1) * config.hop_samples // hop) + 1
-    return WindowSpec(config.audio.sample_rate_hz, config.window_samples, hop, max_windows,
-                      config.audio.channel, config.audio.pad_mode, config.audio.short_clips)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -279,71 +253,6 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
     return metrics
 
 
-def run_dirs(config: config_lib.PipelineConfig, workdir) -> tuple[str, str]:
-    """Creates runs/<name>/{logs,checkpoints,report} and writes the resolved pipeline.yaml there.
-
-    Returns:
-        (run_dir, model_dir): runs/<name> and saved_models/<name> under workdir.
-    """
-    run_dir = os.path.join(workdir, "runs", config.name)
-    model_dir = os.path.join(workdir, "saved_models", config.name)
-    for sub in ("logs", "checkpoints", "report"):
-        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
-    config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
-    return run_dir, model_dir
-
-
-def load_split(config: config_lib.PipelineConfig, run_dir: str) -> tuple[pd.DataFrame, dict, list[str], SkipLog]:
-    """Reads, audits and splits the data (+ data.generated_root into train); writes manifest.csv and
-    skipped.csv into run_dir and prints the split.
-
-    Returns:
-        (manifest with its split column, split protocol, class names, the SkipLog).
-    """
-    skips = SkipLog(strict=config.data.strict)
-    try:
-        manifest = load_manifest(config, skips, progress=_generation_progress())
-        manifest, protocol = split_manifest(manifest, config)
-        if config.data.generated_root:
-            manifest, protocol["generated_train_clips"] = add_generated(manifest, config, skips)
-    finally:  # a strict failure still leaves the list of problems on disk
-        skips.write_csv(os.path.join(run_dir, "skipped.csv"))
-    if len(skips):
-        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
-              "--strict makes these errors)", flush=True)
-    protocol["skipped_files"] = len(skips)
-    manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
-    names = manifest_class_names(manifest)
-    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
-          f"({protocol['method']})" + (f", + {protocol['generated_train_clips']} generated training clips"
-                                      if config.data.generated_root else ""), flush=True)
-    print(split_counts(manifest).to_string(), flush=True)
-    return manifest, protocol, names, skips
-
-
-def add_generated(manifest: pd.DataFrame, config: config_lib.PipelineConfig, skips: SkipLog) -> tuple[pd.DataFrame, int]:
-    """Appends the clips under data.generated_root (class folders) to the training split.
-
-    They come after the split, so none can land in validation or test, and the split of the real
-    clips is the one the same pipeline makes without them.
-
-    Raises:
-        ValueError: a class folder that is not a class of the data, or no usable clip.
-    """
-    root = config.data.generated_root
-    rows = read_folder(root, extensions=config.data.extensions, skips=skips)
-    known = set(manifest["label"].astype(str))
-    unknown = sorted(set(rows["label"].astype(str)) - known)
-    if unknown:
-        raise ValueError(f"data.generated_root has class folders that are not classes of the data {sorted(known)}: "
-                         f"{unknown}. Received: data.generated_root={root}")
-    rows = audit_manifest(rows, config, skips, cache_dir=config.data.cache_dir)
-    if rows.empty:
-        raise ValueError(f"data.generated_root holds no usable clip. Received: data.generated_root={root}")
-    rows = rows.assign(split="train", group=GENERATED_GROUP + rows["path"].astype(str))
-    return pd.concat([manifest, rows], ignore_index=True), len(rows)
-
-
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
                       steps_per_epoch: int, *, endless: bool = False):
     """Batches of training windows: shuffled, or re-sampled per class (train.sampling); one epoch is
@@ -460,7 +369,7 @@ def _teacher_metrics(teacher, config, names, protocol, train_counts, results, va
 def _teacher_vs_student(metrics: dict, config, model_dir: str, report_dir: str) -> None:
     """report/teacher_vs_student.md (and metrics["teacher_vs_student"]): quality, size and LiteRT
     latency (batch 1, one thread) of both, on the same evaluation clips."""
-    from mammalnet.compare import tflite_latency_ms
+    from mammalnet.edge.latency import tflite_latency_ms
 
     teacher = metrics["teacher"]
     rows = {"teacher": {**teacher, "tflite": os.path.join(config.distill.teacher, "model.tflite")},
@@ -498,42 +407,6 @@ def _print_recalls(metrics: dict) -> None:
               f"{open_set['temperature']:.2f}): {open_set['unknown_rate']:.1%} of clips; accuracy on the rest "
               + (f"{open_set['accuracy_accepted']:.3f}" if open_set['accuracy_accepted'] is not None else "n/a"),
               flush=True)
-
-
-def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int, *, epochs: int | None = None,
-                   scale: float = 1.0, warmup_epochs: int = 0):
-    """Constant / plateau (a value; warm-up by LinearWarmUp), or cosine decay to 5% over `epochs`
-    (default: the whole run; steadier validation in a fixed budget) after a linear warm-up over
-    `warmup_epochs`, peaking at `learning_rate * scale`."""
-    initial = train_config.learning_rate * scale
-    if train_config.lr_schedule != "cosine":
-        return initial
-    epochs = train_config.epochs if epochs is None else epochs
-    if not warmup_epochs:
-        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs, alpha=0.05)
-    warmup = steps_per_epoch * warmup_epochs
-    return keras.optimizers.schedules.CosineDecay(initial / warmup, decay_steps=steps_per_epoch * epochs - warmup,
-                                                  alpha=0.05, warmup_target=initial, warmup_steps=warmup)
-
-
-def _optimizer(train_config: config_lib.TrainConfig, learning_rate):
-    clip = {"global_clipnorm": train_config.clipnorm} if train_config.clipnorm else {}
-    if train_config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay, **clip)
-    return keras.optimizers.Adam(learning_rate, **clip)
-
-
-def _schedule_callbacks(train_config: config_lib.TrainConfig, steps_per_epoch: int, scale: float,
-                        warmup_epochs: int) -> list:
-    """LinearWarmUp and ReduceLROnPlateau for the value learning rates (constant, plateau)."""
-    found = []
-    peak = train_config.learning_rate * scale
-    if train_config.lr_schedule != "cosine" and warmup_epochs:
-        found.append(LinearWarmUp(peak, steps_per_epoch * warmup_epochs))
-    if train_config.lr_schedule == "plateau":
-        found.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train_config.plateau_factor,
-                                                       patience=train_config.plateau_patience, min_lr=peak * 1e-3))
-    return found
 
 
 def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:
@@ -592,8 +465,8 @@ def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, step
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = False
         warmup = train_config.warmup_epochs if index == 0 else 0
-        optimizer = _optimizer(train_config, _learning_rate(train_config, steps_per_epoch, epochs=end - start,
-                                                            scale=scale, warmup_epochs=min(warmup, end - start - 1)))
+        optimizer = schedule.optimizer(train_config, schedule.learning_rate(
+            train_config, steps_per_epoch, epochs=end - start, scale=scale, warmup_epochs=min(warmup, end - start - 1)))
         if distiller:
             model.compile(optimizer=optimizer)
         else:
@@ -602,7 +475,7 @@ def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, step
                            steps_per_epoch=steps_per_epoch, class_weight=class_weight, verbose=verbose,
                            shuffle=False,  # the dataset shuffles itself
                            callbacks=[keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, backup)),
-                                      *_schedule_callbacks(train_config, steps_per_epoch, scale, warmup), *callbacks])
+                                      *schedule.schedule_callbacks(train_config, steps_per_epoch, scale, warmup), *callbacks])
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
     return history
