@@ -1,5 +1,8 @@
 """Typed pipeline configuration: dataclasses, YAML load/dump and `--set key=value` overrides.
 
+One module although long: the sections are one schema, and a key's default, type, cross-field check
+and YAML or `--set` parsing are read and changed together.
+
 Every field is explicit: an unknown key in YAML or in `--set` is an error, never a silent default.
 """
 

@@ -1,5 +1,8 @@
 """Figures and quality numbers for the generative models (VAE, class-conditional diffusion).
 
+One module although long: every figure and number of the generative report shares the patch scale
+and the input checks.
+
 Both models emit log-mel patches: float32 [n, frames, n_mels, 1] (or [n, frames, n_mels]) scaled to
 [-1, 1], where +1 is the peak and -1 is 80 dB below it. Every patch figure here draws them with the
 same fixed colour scale (vmin=-1, vmax=1), so brightness means the same level in every panel and

@@ -1,5 +1,9 @@
 """Long synthetic recordings: hours of drifting ocean noise, sparse calls at known times, Raven truth.
 
+One module although long: the plan, the noise model, the rendering and the archive share the seed
+scheme and the plan's dataclasses, and a recording is made top to bottom here (the settings checks
+config needs are apart, in longrec_settings.py).
+
 One recording is `<stem>.wav` (mono PCM-16) and `<stem>.Table.1.selections.txt`, a Raven selection
 table (Selection, View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz),
 Species, SNR (dB)) that `mammalnet.data.sources.raven.read_raven` reads.
