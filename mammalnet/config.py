@@ -1,5 +1,8 @@
 """Typed pipeline configuration: dataclasses, YAML load/dump and `--set key=value` overrides.
 
+One module although long: the sections are one schema, and a key's default, type, cross-field check
+and YAML or `--set` parsing are read and changed together.
+
 Every field is explicit: an unknown key in YAML or in `--set` is an error, never a silent default.
 """
 
@@ -448,7 +451,7 @@ class PipelineConfig:
             raise ConfigError(
                 f"data.source={self.data.source!r} needs data.root (or --data DIR). Received: data.root=None")
         if self.data.source == "synthetic_long":
-            from mammalnet.data.synthetic.longrec import check_settings  # numpy/scipy only when used
+            from mammalnet.data.synthetic.longrec_settings import check_settings  # numpy/scipy only when used
 
             try:
                 check_settings(self.data.long, "data.long")

@@ -139,7 +139,7 @@ def plot_gradcam(logmel, heatmap, *, start_s: float, hop_s: float, mel_frequenci
     Returns:
         matplotlib Figure.
     """
-    from mammalnet.report.plots import _new_figure
+    from mammalnet.report.plots import new_figure as _new_figure
 
     frames, bins = np.shape(logmel)
     fig = _new_figure(7.0, 3.6)

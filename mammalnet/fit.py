@@ -10,10 +10,9 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
+from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config  # noqa: F401 (DEFAULT_PIPELINE: fit's default)
 
-DEFAULT_PIPELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines",
-                                "default.yaml")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,25 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any pipeline key, e.g. --set audio.window_s=3 (repeatable)")
     return parser.parse_args(argv)
-
-
-def resolve_config(args: argparse.Namespace):
-    """Pipeline file + --data/--epochs/--set -> a validated PipelineConfig."""
-    from mammalnet import config as config_lib
-
-    cfg = config_lib.load(args.pipeline or DEFAULT_PIPELINE)
-    overrides = list(args.overrides)
-    if args.data:
-        if cfg.data.source == "synthetic":
-            from mammalnet.data.sources import detect_layout
-
-            overrides.insert(0, f"data.source={detect_layout(args.data)}")
-        overrides.insert(0, f"data.root={args.data}")
-    if args.strict:
-        overrides.append("data.strict=true")
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
-    return config_lib.apply_overrides(cfg, overrides).validate()
 
 
 def main(argv=None) -> int:

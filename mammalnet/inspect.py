@@ -73,8 +73,8 @@ def resolve_config(args: argparse.Namespace):
     Raises:
         ConfigError: a folder given twice, a bad pipeline or override.
     """
-    from mammalnet import fit
     from mammalnet.config import ConfigError
+    from mammalnet.resolve import resolve_config as resolve_pipeline
 
     pipeline, data = args.target, args.data
     if os.path.isdir(args.target):
@@ -82,8 +82,8 @@ def resolve_config(args: argparse.Namespace):
             raise ConfigError(f"give a data folder once: as DATA_OR_PIPELINE or as --data. "
                               f"Received: {args.target!r} and --data {args.data!r}")
         pipeline, data = None, args.target
-    return fit.resolve_config(argparse.Namespace(pipeline=pipeline, data=data, epochs=None, strict=args.strict,
-                                                 overrides=args.overrides))
+    return resolve_pipeline(argparse.Namespace(pipeline=pipeline, data=data, epochs=None, strict=args.strict,
+                                               overrides=args.overrides))
 
 
 def reason_kind(reason: str) -> str:

@@ -695,7 +695,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from mammalnet.config import ConfigError, apply_overrides
-    from mammalnet.fit import DEFAULT_PIPELINE, resolve_config
+    from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config
 
     try:
         base = resolve_config(argparse.Namespace(pipeline=args.pipeline, data=args.data, strict=False,

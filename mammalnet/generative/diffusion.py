@@ -1,5 +1,8 @@
 """Class-conditional denoising diffusion (DDPM training, DDIM sampling) of log-mel patches.
 
+One module although long: the noise schedule, the U-Net and the DDPM/DDIM model must agree on the
+timesteps, their embedding and the NULL label.
+
 Patches are float32 [batch, frames, n_mels, channels] in [-1, 1]; labels are ints 0..C-1.
 
     model = build_diffusion((96, 64, 1), num_classes=11, seed=0)

@@ -1,5 +1,8 @@
 """Log-mel patches in [-1, 1] for the generative models, and their way back to audio.
 
+One module although long: the patch scaling and its way back to audio must agree, and the inversion
+quality measures both.
+
 A patch is the frontend's log-mel (`mammalnet.layers.LogMel`) of one analysis window, scaled per
 example so that its loudest bin is +1 and `top_db` below it is -1, with the frame axis padded with
 -1 (silence) up to a multiple of `multiple` so that a U-Net can halve it `log2(multiple)` times.

@@ -1,5 +1,8 @@
 """A convolutional variational autoencoder (Kingma & Welling, 2014) of log-mel patches.
 
+One module although long: the encoder, the decoder, the VAE's loss terms and the per-class latent
+statistics sampled through them are one model.
+
 Patches are float32 [batch, frames, n_mels, 1] in [-1, 1] (+1 = the clip's peak, -1 = 80 dB
 below; padded frames are -1), frames and n_mels multiples of 2 ** len(filters). The encoder maps
 a patch to the mean and log-variance of a diagonal Gaussian over a latent vector; its mean is the

@@ -1,5 +1,7 @@
 """Feature layers on top of the frontend: MFCC, PCEN, spectral complexity-entropy, handcrafted.
 
+One module although long: these layers share the static-shape checks and the TFLite-builtin helpers.
+
 Like `mammalnet.layers.frontend`, these run inside the model so the exported SavedModel/TFLite
 still take raw PCM. Everything is `keras.ops` only and converts to TFLite builtins: constant
 matrices (DCT, the PCEN smoother) are built in `build()` from static shapes and applied as

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mammalnet.report.plots import _new_figure
+from mammalnet.report.plots import new_figure
 
 OVERALL = "overall"
 METRIC_COLUMNS = ("threshold", "class", "detections", "truth", "tp", "fp", "fn", "precision", "recall", "f1",
@@ -148,7 +148,7 @@ def plot_pr_curves(table: pd.DataFrame, classes: Sequence[str], *, title: str = 
     Returns:
         matplotlib Figure.
     """
-    fig = _new_figure(6.5, 5.0)
+    fig = new_figure(6.5, 5.0)
     ax = fig.add_subplot()
     numeric = table[table["threshold"].map(lambda t: isinstance(t, float))]
     for name in [*classes, OVERALL]:

@@ -1,5 +1,8 @@
 """Figures and quality numbers for the generative models (VAE, class-conditional diffusion).
 
+One module although long: every figure and number of the generative report shares the patch scale
+and the input checks.
+
 Both models emit log-mel patches: float32 [n, frames, n_mels, 1] (or [n, frames, n_mels]) scaled to
 [-1, 1], where +1 is the peak and -1 is 80 dB below it. Every patch figure here draws them with the
 same fixed colour scale (vmin=-1, vmax=1), so brightness means the same level in every panel and
@@ -34,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.manifold import TSNE
 
-from mammalnet.report.plots import _new_figure
+from mammalnet.report.plots import new_figure
 
 # The patch scale: +1 = peak, -1 = 80 dB below (the generative models' output range).
 PATCH_VMIN, PATCH_VMAX = -1.0, 1.0
@@ -153,7 +156,7 @@ def plot_patch_grid(patches, titles: Sequence[str] | None = None, *, columns: in
     columns = _check_positive_int(columns, "columns")
     ncols = min(n, columns)
     nrows = math.ceil(n / ncols)
-    fig = _new_figure(_PANEL_W * ncols + 1.0, _PANEL_H * nrows + (0.9 if title else 0.6))
+    fig = new_figure(_PANEL_W * ncols + 1.0, _PANEL_H * nrows + (0.9 if title else 0.6))
     axes = []
     for i, (spec, panel_title) in enumerate(zip(specs, titles)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -191,7 +194,7 @@ def plot_reconstructions(originals, reconstructions, titles: Sequence[str] | Non
     max_items = _check_positive_int(max_items, "max_items")
     k = min(orig.shape[0], max_items)
     frames = orig.shape[1]
-    fig = _new_figure(_PANEL_W * k + 1.4, 2 * _PANEL_H + 0.8)
+    fig = new_figure(_PANEL_W * k + 1.4, 2 * _PANEL_H + 0.8)
     axes = []
     for j in range(k):
         top = fig.add_subplot(2, k, j + 1)
@@ -232,7 +235,7 @@ def plot_generated_by_class(patches_by_class: Mapping[str, np.ndarray], *, per_c
             for name, value in patches_by_class.items()}
     ncols = min(per_class, max(len(v) for v in rows.values()))
     nrows = len(rows)
-    fig = _new_figure(_PANEL_W * ncols + 1.8, _PANEL_H * nrows + 0.6)
+    fig = new_figure(_PANEL_W * ncols + 1.8, _PANEL_H * nrows + 0.6)
     axes = []
     for r, (name, specs) in enumerate(rows.items()):
         for c, spec in enumerate(specs[:ncols]):
@@ -336,7 +339,7 @@ def plot_latent_space(points_2d, labels: Sequence[str], *, title: str = "",
     shapes = {g: _MARKER_SHAPES[i % len(_MARKER_SHAPES)] for i, g in enumerate(group_names)}
 
     many = len(classes) > 12
-    fig = _new_figure(9.0 if many else 7.5, 6.0)
+    fig = new_figure(9.0 if many else 7.5, 6.0)
     ax = fig.add_subplot()
     size = float(np.clip(3000.0 / n, 6.0, 40.0))  # thousands of points would otherwise be one blot
     for group in group_names:

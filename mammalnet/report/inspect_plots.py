@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from mammalnet.report.plots import _new_figure
+from mammalnet.report.plots import new_figure
 
 # Up to this many distinct values get one column each (rates come in a few fixed settings);
 # more are binned on a log scale.
@@ -36,7 +36,7 @@ def plot_class_counts(counts: dict[str, dict[str, int]]) -> Figure:
         raise ValueError("plot_class_counts needs at least one class. Received: counts={}")
     names = list(counts)
     splits = [s for s in SPLIT_COLOURS if any(counts[c].get(s, 0) for c in names)]
-    fig = _new_figure(8.0, _class_height(len(names)))
+    fig = new_figure(8.0, _class_height(len(names)))
     ax = fig.add_subplot()
     y = np.arange(len(names))
     left = np.zeros(len(names))
@@ -107,7 +107,7 @@ def plot_class_distribution(values: Sequence[float], labels: Sequence[str], clas
     share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
 
     n_cols = len(column_labels)
-    fig = _new_figure(float(np.clip(3.0 + 0.55 * n_cols, 6.0, 14.0)), _class_height(len(names)) + 0.8)
+    fig = new_figure(float(np.clip(3.0 + 0.55 * n_cols, 6.0, 14.0)), _class_height(len(names)) + 0.8)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="fraction of the class's clips")

@@ -20,7 +20,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 _NOT_CURVES = ("learning_rate", "lr")
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
+    """A figure of that size (inches) with constrained layout and its own Agg canvas: no pyplot state,
+    safe in threads and servers; save it with fig.savefig."""
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -28,7 +30,7 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
 
 def _message_figure(message: str, title: str = "") -> Figure:
     """A small figure that says why there is nothing to plot (so every contract PNG exists)."""
-    fig = _new_figure(5.0, 3.0)
+    fig = new_figure(5.0, 3.0)
     ax = fig.add_subplot()
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11)
@@ -71,7 +73,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], *, normali
         vmax = max(float(values.max()), 1.0)
 
     side = float(np.clip(2.5 + 0.38 * n, 4.5, 18.0))
-    fig = _new_figure(side + 1.2, side)
+    fig = new_figure(side + 1.2, side)
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
@@ -122,7 +124,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, class_names: Sequence[str])
 
     aucs = {k: roc_auc_score(y_true == k, y_prob[:, k]) for k in present}
     macro = float(np.mean(list(aucs.values())))
-    fig = _new_figure(8.0 if len(present) > 10 else 6.5, 5.5)
+    fig = new_figure(8.0 if len(present) > 10 else 6.5, 5.5)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     for k in present:
@@ -160,7 +162,7 @@ def plot_curves(history: dict | None) -> Figure:
                 "categorical_accuracy": 1}
     bases.sort(key=lambda b: priority.get(b, 2))
 
-    fig = _new_figure(4.5 * len(bases), 3.8)
+    fig = new_figure(4.5 * len(bases), 3.8)
     axes = fig.subplots(1, len(bases), squeeze=False)[0]
     for ax, base in zip(axes, bases):
         for key, label, style in ((base, "train", "-"), (f"val_{base}", "validation", "--")):
@@ -202,7 +204,7 @@ def plot_spectrograms(spectrograms: np.ndarray, titles: Sequence[str], *,
     n = specs.shape[0]
     ncols = min(n, 4)
     nrows = int(np.ceil(n / ncols))
-    fig = _new_figure(3.6 * ncols, 2.8 * nrows)
+    fig = new_figure(3.6 * ncols, 2.8 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     ylabel = f"bin (0–{sample_rate_hz / 2:g} Hz)" if sample_rate_hz else "bin"
     for ax, spec, title in zip(axes, specs, titles):

@@ -28,8 +28,9 @@ from mammalnet.generative.vae import build_vae, class_latent_stats
 from mammalnet.report import generative as report
 from mammalnet.report.embeddings import write_projector
 from mammalnet.report.metrics import write_json
+from mammalnet.training import schedule
 from mammalnet.training.distribute import evaluation_batch_size, make_distribution
-from mammalnet.training.train import _learning_rate, load_split, run_dirs, window_spec
+from mammalnet.training.prepare import load_split, run_dirs, window_spec
 
 # Real test windows scored by Griffin-Lim round trips and the quality classifier: enough for stable
 # medians, few enough that two rounds of inversion (seconds per clip with nnls at 24 kHz) stay minutes.
@@ -71,7 +72,7 @@ def _build(config, spec: PatchSpec, num_classes: int, steps_per_epoch: int) -> k
 
 def _optimizer(config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     ema = config.generative.ema_momentum if config.generative.method == "diffusion" else None
-    learning_rate = _learning_rate(config.train, steps_per_epoch)
+    learning_rate = schedule.learning_rate(config.train, steps_per_epoch)
     if ema is None:
         return keras.optimizers.Adam(learning_rate)
     return keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema)

@@ -1,5 +1,8 @@
 """Contrastive pretraining of an encoder: SimCLR (NT-Xent) and supervised contrastive (SupCon).
 
+One module although long: the views, the two losses, the projection head and the model that trains
+with them are one method.
+
 Two random views of each waveform window are made in-graph (`make_view`), passed through the
 encoder (waveform -> embedding [batch, d]) and a projection head, and pulled together by the
 loss. Only the encoder is kept afterwards; the projection head is discarded, as in SimCLR.

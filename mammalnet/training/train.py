@@ -1,5 +1,8 @@
 """train(config, workdir): manifest -> split -> tf.data -> fit -> report -> export.
 
+One module although long: the steps of the classifier run in the order they run (the run's folders
+and data are in prepare.py, the learning rate in schedule.py).
+
 Leaves the artifacts contract of DESIGN.md:
     runs/<name>/          pipeline.yaml, manifest.csv, logs/, checkpoints/, report/
     saved_models/<name>/  saved_model/, model.keras, model.tflite, labels.txt, audio.json, metrics.json
@@ -8,6 +11,7 @@ Leaves the artifacts contract of DESIGN.md:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 
@@ -19,48 +23,23 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from mammalnet import config as config_lib
 from mammalnet.data.confounders import confounder_audit
-from mammalnet.data.audit import audit_manifest
-from mammalnet.data.load import load_manifest
-from mammalnet.data.manifest import class_names as manifest_class_names
 from mammalnet.data.pipeline import WindowSpec, batch_windows, build_dataset, build_windows, collect
 from mammalnet.data.problems import SkipLog
-from mammalnet.data.sources.folder import read_folder
-from mammalnet.data.split import GENERATED_GROUP, UNLABELLED, split_counts, split_manifest
+from mammalnet.data.split import GENERATED_GROUP, UNLABELLED
 from mammalnet.export import export_model, export_quantized
 from mammalnet.models.classifier import build_classifier
 # The name a family gives a nested pretrained network that train.frozen_epochs freezes first.
 from mammalnet.models.xception import BACKBONE_NAME as PRETRAINED_BACKBONE
 from mammalnet.report.calibration import fit_temperature, open_set_metrics
 from mammalnet.report.metrics import aggregate_windows, compute_metrics, write_json, write_report
-from mammalnet.training.callbacks import ConfusionMatrixCallback, LinearWarmUp, SpectrogramCallback
+from mammalnet.training import schedule
+from mammalnet.training.callbacks import ConfusionMatrixCallback, SpectrogramCallback
 from mammalnet.training.distill import Distiller, StudentCheckpoint, load_teacher
 from mammalnet.training.distribute import Distribution, evaluation_batch_size, make_distribution, predict_batches
 from mammalnet.training.encoder import encoder_from_classifier, load_encoder_into, weighted_layers
 from mammalnet.training.losses import build_loss
+from mammalnet.training.prepare import load_split, run_dirs, window_spec
 from mammalnet.training.sampling import class_sampling_weights, sample_by_class
-
-
-def _generation_progress():
-    """A progress callback for the first-use synthetic ocean generation (a Keras progress bar)."""
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
-            bar = keras.utils.Progbar(total, unit_name="clip")
-        bar.update(done)
-
-    return progress
-
-
-def window_spec(config: config_lib.PipelineConfig, *, training: bool = False) -> WindowSpec:
-    hop = config.train_hop_samples if training else config.hop_samples
-    max_windows = config.audio.max_windows_per_clip
-    if training:  # the same stretch of each clip, cut more densely
-        max_windows = -(-(max_windows - 1) * config.hop_samples // hop) + 1
-    return WindowSpec(config.audio.sample_rate_hz, config.window_samples, hop, max_windows,
-                      config.audio.channel, config.audio.pad_mode, config.audio.short_clips)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -124,15 +103,99 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
     t0 = time.perf_counter()
     keras.utils.set_random_seed(config.train.seed)
     run_dir, model_dir = run_dirs(config, workdir)
+    _check_model_settings(config)
+    data, teacher = _read_data(config, run_dir, timings, t0)
 
-    # Build the model once before minutes of data loading, so a bad model setting (a missing weights
-    # file or embedding folder, an unknown parameter, a frontend the family cannot read) fails now.
+    model = build_classifier(config, len(data.names))
+    log_dir = os.path.join(run_dir, "logs")
+    t_pre = time.perf_counter()
+    val = (data.x_val, data.y_val, data.val_clips, data.parts["val"])
+    pretrained, extra = _pretrain_or_load(model, data.manifest, data.names, config, data.skips, model_dir, val, log_dir,
+                                          verbose)
+    timings["pretrain_s"] = time.perf_counter() - t_pre
+    if config.pretrain.method != "none" and not config.pretrain.finetune:
+        return _encoder_only_result({**extra["pretrain"], "distribute": distribution.to_dict()}, run_dir, timings,
+                                    t0)
+
+    batches = _training_data(data, config, distribution, timings)
+    all_callbacks = _callbacks(model, data, config, distribution, run_dir, log_dir, callbacks)
+    class_weight = (_class_weights(batches.labels, len(data.names)) if config.train.class_weight == "balanced"
+                    else None)
+    loss = build_loss(config.train.loss, batches.window_counts.tolist())
+    fitted = model
+    if teacher is not None:
+        fitted = Distiller(model, teacher, temperature=config.distill.temperature, alpha=config.distill.alpha,
+                           student_loss=loss)
+    t_fit = time.perf_counter()
+    validation = distribution.validation_data(data.x_val, data.y_val, config.train.batch_size)
+    history = _fit(fitted, config.train, batches.dataset, validation, batches.steps_per_epoch, all_callbacks,
+                   class_weight, os.path.join(run_dir, "checkpoints"), verbose, loss=loss, pretrained=pretrained,
+                   freeze_all=config.pretrain.freeze_encoder)
+    strategy_scope.close()
+    timings["fit_s"] = time.perf_counter() - t_fit
+    timings["epochs_run"] = len(history.get("loss", []))
+
+    t_eval = time.perf_counter()
+    metrics = _evaluate(model, teacher, data, config, distribution, run_dir, history, extra)
+    timings["evaluate_s"] = time.perf_counter() - t_eval
+    if config.export.enabled:
+        t_export = time.perf_counter()
+        _export(model, model_dir, data, config, metrics)
+        timings["export_s"] = time.perf_counter() - t_export
+        if teacher is not None:
+            _teacher_vs_student(metrics, config, model_dir, os.path.join(run_dir, "report"))
+    timings["total_s"] = time.perf_counter() - t0
+    metrics["timings_s"] = timings
+    write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
+    if config.export.enabled:
+        write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    _print_summary(metrics, run_dir)
+    return metrics
+
+
+@dataclasses.dataclass
+class _RunData:
+    """What a classifier run has read: the split manifest and its parts, the class names, the
+    validation windows (decoded once) and the training windows (a dataset, cached on its first pass)."""
+
+    manifest: pd.DataFrame
+    protocol: dict
+    names: list[str]
+    skips: SkipLog
+    parts: dict[str, pd.DataFrame]
+    spec: WindowSpec
+    train_windows: tf.data.Dataset
+    x_val: np.ndarray
+    y_val: np.ndarray
+    val_clips: np.ndarray
+
+
+@dataclasses.dataclass
+class _TrainingBatches:
+    dataset: tf.data.Dataset
+    labels: np.ndarray          # every training window's label
+    window_counts: np.ndarray   # training windows per class
+    steps_per_epoch: int
+
+
+def _check_model_settings(config: config_lib.PipelineConfig) -> None:
+    """Builds the model once before minutes of data loading, so a bad model setting (a missing weights
+    file or embedding folder, an unknown parameter, a frontend the family cannot read) fails now; checks
+    that pretrain.encoder and distill.teacher exist."""
     build_classifier(config, 2)
     keras.utils.set_random_seed(config.train.seed)  # the real model starts from the same seeds as ever
     for key, path in (("pretrain.encoder", config.pretrain.encoder), ("distill.teacher", config.distill.teacher)):
         if path and not os.path.exists(path):
             raise FileNotFoundError(f"{key}: nothing at {path}")
 
+
+def _read_data(config: config_lib.PipelineConfig, run_dir: str, timings: dict, t0: float):
+    """Reads and splits the data, loads the teacher (distill.teacher: checked against this data's classes
+    before any decoding) and decodes the validation windows. Returns (_RunData, teacher or None).
+
+    Raises:
+        ValueError: no clip could go to validation.
+    """
     manifest, protocol, names, skips = load_split(config, run_dir)
     timings["data_s"] = time.perf_counter() - t0
 
@@ -142,7 +205,7 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
         raise ValueError(f"no clip could go to validation (too few clips per class). Received: split counts "
                          f"{protocol['counts']}, train-only classes {protocol['train_only_classes']}")
     teacher = None
-    if config.distill.teacher:  # checked against this data's classes before any decoding
+    if config.distill.teacher:
         teacher = load_teacher(config.distill.teacher, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
                                window_samples=config.window_samples)
     train_windows = build_windows(parts["train"], names, window_spec(config, training=True), training=True,
@@ -154,32 +217,34 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
     print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
     x_val, y_val, val_clips = collect(val_ds)
     timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
+    return _RunData(manifest, protocol, names, skips, parts, spec, train_windows, x_val, y_val, val_clips), teacher
 
-    model = build_classifier(config, len(names))
-    log_dir = os.path.join(run_dir, "logs")
-    t_pre = time.perf_counter()
-    val = (x_val, y_val, val_clips, parts["val"])
-    pretrained, extra = _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log_dir, verbose)
-    timings["pretrain_s"] = time.perf_counter() - t_pre
-    if config.pretrain.method != "none" and not config.pretrain.finetune:
-        return _encoder_only_result({**extra["pretrain"], "distribute": distribution.to_dict()}, run_dir, timings,
-                                    t0)
 
+def _training_data(data: _RunData, config: config_lib.PipelineConfig, distribution: Distribution,
+                   timings: dict) -> _TrainingBatches:
+    """Decodes the training windows (filling their cache) and batches them for fit."""
     t_prep = time.perf_counter()
-    train_labels = np.concatenate([y.numpy() for _, y in train_windows.batch(1024)])  # also fills the cache
-    window_counts = np.bincount(train_labels, minlength=len(names))
+    train_labels = np.concatenate([y.numpy() for _, y in data.train_windows.batch(1024)])  # also fills the cache
+    window_counts = np.bincount(train_labels, minlength=len(data.names))
     steps_per_epoch = config.train.steps_per_epoch or -(-train_labels.size // config.train.batch_size)
     # Under a strategy every step is a whole global batch: a short last one could leave a replica empty.
-    train_ds = _training_batches(train_windows, window_counts, config.train, steps_per_epoch,
+    train_ds = _training_batches(data.train_windows, window_counts, config.train, steps_per_epoch,
                                  endless=distribution.replicas > 1)
     timings["decode_resample_cache_s"] += time.perf_counter() - t_prep
-    print(f"mammalnet: {train_labels.size} training windows, {y_val.size} validation windows "
+    print(f"mammalnet: {train_labels.size} training windows, {data.y_val.size} validation windows "
           f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
           + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""), flush=True)
+    return _TrainingBatches(train_ds, train_labels, window_counts, steps_per_epoch)
 
+
+def _callbacks(model, data: _RunData, config: config_lib.PipelineConfig, distribution: Distribution, run_dir: str,
+               log_dir: str, extra: list | None) -> list:
+    """mammalnet's callbacks (TensorBoard with confusion matrices and spectrograms, the best checkpoint,
+    early stopping), then `extra`."""
+    x_val, y_val, names = data.x_val, data.y_val, data.names
     examples = _one_per_class(y_val, len(names))
     image_model = _image_frontend(model.get_layer("frontend"))
-    all_callbacks = [
+    return [
         keras.callbacks.TensorBoard(log_dir=log_dir),
         # with a teacher, fit runs a Distiller: StudentCheckpoint saves its student
         StudentCheckpoint(os.path.join(run_dir, "checkpoints", "best.keras"), monitor="val_loss", save_best_only=True),
@@ -189,42 +254,34 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
                                 batch_size=evaluation_batch_size(64, len(x_val), distribution.replicas)),
         *([SpectrogramCallback(log_dir, x_val[examples], [names[y_val[i]] for i in examples], image_model)]
           if image_model is not None else []),
-        *(callbacks or []),
+        *(extra or []),
     ]
-    class_weight = (_class_weights(train_labels, len(names)) if config.train.class_weight == "balanced" else None)
-    loss = build_loss(config.train.loss, window_counts.tolist())
-    fitted = model
-    if teacher is not None:
-        fitted = Distiller(model, teacher, temperature=config.distill.temperature, alpha=config.distill.alpha,
-                           student_loss=loss)
-    t_fit = time.perf_counter()
-    validation = distribution.validation_data(x_val, y_val, config.train.batch_size)
-    history = _fit(fitted, config.train, train_ds, validation, steps_per_epoch, all_callbacks, class_weight,
-                   os.path.join(run_dir, "checkpoints"), verbose, loss=loss, pretrained=pretrained,
-                   freeze_all=config.pretrain.freeze_encoder)
-    strategy_scope.close()
-    timings["fit_s"] = time.perf_counter() - t_fit
-    timings["epochs_run"] = len(history.get("loss", []))
 
-    t_eval = time.perf_counter()
-    results = {"val": evaluate_clips(model, x_val, val_clips, parts["val"], names, config.train.batch_size)}
+
+def _evaluate(model, teacher, data: _RunData, config: config_lib.PipelineConfig, distribution: Distribution,
+              run_dir: str, history: dict, extra: dict) -> dict:
+    """Scores the clips of the validation and test splits, writes report/ (of test, else val) and
+    returns its metrics, with the teacher's (when distilling) and the metadata-only baseline."""
+    names, parts, batch_size = data.names, data.parts, config.train.batch_size
+    results = {"val": evaluate_clips(model, data.x_val, data.val_clips, parts["val"], names, batch_size)}
     if len(parts["test"]):
-        x_test, _, test_clips = collect(build_dataset(parts["test"], names, spec, batch_size=config.train.batch_size,
+        x_test, _, test_clips = collect(build_dataset(parts["test"], names, data.spec, batch_size=batch_size,
                                                       training=False, with_clip_index=True, cache=False))
-        results["test"] = evaluate_clips(model, x_test, test_clips, parts["test"], names, config.train.batch_size)
+        results["test"] = evaluate_clips(model, x_test, test_clips, parts["test"], names, batch_size)
     report_split = "test" if "test" in results else "val"
     y_true, y_prob, paths = results[report_split]
-    protocol = {**protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
+    protocol = {**data.protocol, "evaluated_split": report_split, "aggregation": "mean window probability per clip"}
     # ranked by all real training-split clips, labelled or not: the same "rarest" classes at any label
     # fraction, and with or without generated clips
+    manifest = data.manifest
     pool = manifest[manifest["split"].isin(["train", UNLABELLED])
                     & ~manifest["group"].astype(str).str.startswith(GENERATED_GROUP)]
     train_counts = pool["label"].astype(str).value_counts().reindex(names, fill_value=0).to_dict()
     extra["val"] = compute_metrics(*results["val"][:2], names, split_protocol=protocol, train_counts=train_counts)
     extra["open_set"] = _open_set(results, config.open_set, names)
     if teacher is not None:
-        extra["teacher"] = _teacher_metrics(teacher, config, names, protocol, train_counts, results, (x_val, val_clips),
-                                            parts, spec)
+        extra["teacher"] = _teacher_metrics(teacher, config, names, protocol, train_counts, results,
+                                            (data.x_val, data.val_clips), parts, data.spec)
     extra["params"] = int(model.count_params())
     extra["distribute"] = distribution.to_dict(config.train.batch_size)
     metrics = write_report(os.path.join(run_dir, "report"), y_true=y_true, y_prob=y_prob, class_names=names,
@@ -233,41 +290,40 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
     # what recording metadata alone scores on the same split: the bar the model has to clear
     metrics["metadata_baseline"] = confounder_audit(manifest, seed=config.split.seed,
                                                     clip_duration=config.audio.short_clips == "pad")
-    timings["evaluate_s"] = time.perf_counter() - t_eval
+    return metrics
 
-    if config.export.enabled:
-        t_export = time.perf_counter()
-        parity = export_model(model, model_dir, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
-                              window_samples=config.window_samples,
-                              parity_waveforms=x_val[: config.export.parity_examples], metrics=metrics,
-                              parity_tolerance=config.export.parity_tolerance,
-                              pad_mode=config.audio.pad_mode,
-                              calibration={"temperature": metrics["open_set"]["temperature"],
-                                           "unknown_threshold": config.open_set.threshold},
-                              band_hz=(config.frontend.low_hz, config.frontend.high_hz),
-                              # the stretches between annotated calls a Raven source adds
-                              background_classes=[config.data.background_label] if (
-                                  config.data.background_per_recording and config.data.background_label in names)
-                              else None)
-        metrics["parity"] = parity
-        if config.export.int8 or config.export.float16:  # the buoy's LiteRT files, calibrated on training windows
-            n = config.export.representative_examples
-            representative = next(iter(train_windows.shuffle(4 * n, seed=config.train.seed).batch(n)))[0].numpy()
-            metrics["quantized"] = export_quantized(
-                model, model_dir, representative_waveforms=representative,
-                parity_waveforms=x_val[: config.export.quantized_parity_examples], int8=config.export.int8,
-                float16=config.export.float16, min_agreement=config.export.min_quantized_agreement)
-        timings["export_s"] = time.perf_counter() - t_export
-        if teacher is not None:
-            _teacher_vs_student(metrics, config, model_dir, os.path.join(run_dir, "report"))
-    timings["total_s"] = time.perf_counter() - t0
-    metrics["timings_s"] = timings
-    write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
-    if config.export.enabled:
-        write_json(os.path.join(model_dir, "metrics.json"), metrics)
-    print(f"mammalnet: {report_split} accuracy {metrics['accuracy']:.3f}, balanced accuracy "
-          f"{metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
-          f"({len(y_true)} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
+
+def _export(model, model_dir: str, data: _RunData, config: config_lib.PipelineConfig, metrics: dict) -> None:
+    """saved_models/<name>/ (SavedModel, model.keras, model.tflite, card, parity), and the int8 / float16
+    LiteRT files when asked, calibrated on training windows; their checks go into `metrics`."""
+    names, x_val = data.names, data.x_val
+    parity = export_model(model, model_dir, class_names=names, sample_rate_hz=config.audio.sample_rate_hz,
+                          window_samples=config.window_samples,
+                          parity_waveforms=x_val[: config.export.parity_examples], metrics=metrics,
+                          parity_tolerance=config.export.parity_tolerance,
+                          pad_mode=config.audio.pad_mode,
+                          calibration={"temperature": metrics["open_set"]["temperature"],
+                                       "unknown_threshold": config.open_set.threshold},
+                          band_hz=(config.frontend.low_hz, config.frontend.high_hz),
+                          # the stretches between annotated calls a Raven source adds
+                          background_classes=[config.data.background_label] if (
+                              config.data.background_per_recording and config.data.background_label in names)
+                          else None)
+    metrics["parity"] = parity
+    if config.export.int8 or config.export.float16:  # the buoy's LiteRT files, calibrated on training windows
+        n = config.export.representative_examples
+        representative = next(iter(data.train_windows.shuffle(4 * n, seed=config.train.seed).batch(n)))[0].numpy()
+        metrics["quantized"] = export_quantized(
+            model, model_dir, representative_waveforms=representative,
+            parity_waveforms=x_val[: config.export.quantized_parity_examples], int8=config.export.int8,
+            float16=config.export.float16, min_agreement=config.export.min_quantized_agreement)
+
+
+def _print_summary(metrics: dict, run_dir: str) -> None:
+    """The evaluated split's scores, per-class recalls, the open-set rate and the metadata baseline."""
+    print(f"mammalnet: {metrics['split_protocol']['evaluated_split']} accuracy {metrics['accuracy']:.3f}, balanced "
+          f"accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+          f"({metrics['num_examples']} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
     _print_recalls(metrics)
     baseline = metrics["metadata_baseline"]
     if "results" in baseline:
@@ -276,72 +332,6 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
               f"the same {baseline['scored_on']} clips; the majority class {baseline['majority_rate']:.3f}"
               + (" -- WARNING: the labels are predictable from the recording settings; "
                  "run python -m mammalnet.inspect" if baseline["warning"] else ""), flush=True)
-    return metrics
-
-
-def run_dirs(config: config_lib.PipelineConfig, workdir) -> tuple[str, str]:
-    """Creates runs/<name>/{logs,checkpoints,report} and writes the resolved pipeline.yaml there.
-
-    Returns:
-        (run_dir, model_dir): runs/<name> and saved_models/<name> under workdir.
-    """
-    run_dir = os.path.join(workdir, "runs", config.name)
-    model_dir = os.path.join(workdir, "saved_models", config.name)
-    for sub in ("logs", "checkpoints", "report"):
-        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
-    config_lib.dump(config, os.path.join(run_dir, "pipeline.yaml"))
-    return run_dir, model_dir
-
-
-def load_split(config: config_lib.PipelineConfig, run_dir: str) -> tuple[pd.DataFrame, dict, list[str], SkipLog]:
-    """Reads, audits and splits the data (+ data.generated_root into train); writes manifest.csv and
-    skipped.csv into run_dir and prints the split.
-
-    Returns:
-        (manifest with its split column, split protocol, class names, the SkipLog).
-    """
-    skips = SkipLog(strict=config.data.strict)
-    try:
-        manifest = load_manifest(config, skips, progress=_generation_progress())
-        manifest, protocol = split_manifest(manifest, config)
-        if config.data.generated_root:
-            manifest, protocol["generated_train_clips"] = add_generated(manifest, config, skips)
-    finally:  # a strict failure still leaves the list of problems on disk
-        skips.write_csv(os.path.join(run_dir, "skipped.csv"))
-    if len(skips):
-        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
-              "--strict makes these errors)", flush=True)
-    protocol["skipped_files"] = len(skips)
-    manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
-    names = manifest_class_names(manifest)
-    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
-          f"({protocol['method']})" + (f", + {protocol['generated_train_clips']} generated training clips"
-                                      if config.data.generated_root else ""), flush=True)
-    print(split_counts(manifest).to_string(), flush=True)
-    return manifest, protocol, names, skips
-
-
-def add_generated(manifest: pd.DataFrame, config: config_lib.PipelineConfig, skips: SkipLog) -> tuple[pd.DataFrame, int]:
-    """Appends the clips under data.generated_root (class folders) to the training split.
-
-    They come after the split, so none can land in validation or test, and the split of the real
-    clips is the one the same pipeline makes without them.
-
-    Raises:
-        ValueError: a class folder that is not a class of the data, or no usable clip.
-    """
-    root = config.data.generated_root
-    rows = read_folder(root, extensions=config.data.extensions, skips=skips)
-    known = set(manifest["label"].astype(str))
-    unknown = sorted(set(rows["label"].astype(str)) - known)
-    if unknown:
-        raise ValueError(f"data.generated_root has class folders that are not classes of the data {sorted(known)}: "
-                         f"{unknown}. Received: data.generated_root={root}")
-    rows = audit_manifest(rows, config, skips, cache_dir=config.data.cache_dir)
-    if rows.empty:
-        raise ValueError(f"data.generated_root holds no usable clip. Received: data.generated_root={root}")
-    rows = rows.assign(split="train", group=GENERATED_GROUP + rows["path"].astype(str))
-    return pd.concat([manifest, rows], ignore_index=True), len(rows)
 
 
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
@@ -460,7 +450,7 @@ def _teacher_metrics(teacher, config, names, protocol, train_counts, results, va
 def _teacher_vs_student(metrics: dict, config, model_dir: str, report_dir: str) -> None:
     """report/teacher_vs_student.md (and metrics["teacher_vs_student"]): quality, size and LiteRT
     latency (batch 1, one thread) of both, on the same evaluation clips."""
-    from mammalnet.compare import tflite_latency_ms
+    from mammalnet.edge.latency import tflite_latency_ms
 
     teacher = metrics["teacher"]
     rows = {"teacher": {**teacher, "tflite": os.path.join(config.distill.teacher, "model.tflite")},
@@ -498,42 +488,6 @@ def _print_recalls(metrics: dict) -> None:
               f"{open_set['temperature']:.2f}): {open_set['unknown_rate']:.1%} of clips; accuracy on the rest "
               + (f"{open_set['accuracy_accepted']:.3f}" if open_set['accuracy_accepted'] is not None else "n/a"),
               flush=True)
-
-
-def _learning_rate(train_config: config_lib.TrainConfig, steps_per_epoch: int, *, epochs: int | None = None,
-                   scale: float = 1.0, warmup_epochs: int = 0):
-    """Constant / plateau (a value; warm-up by LinearWarmUp), or cosine decay to 5% over `epochs`
-    (default: the whole run; steadier validation in a fixed budget) after a linear warm-up over
-    `warmup_epochs`, peaking at `learning_rate * scale`."""
-    initial = train_config.learning_rate * scale
-    if train_config.lr_schedule != "cosine":
-        return initial
-    epochs = train_config.epochs if epochs is None else epochs
-    if not warmup_epochs:
-        return keras.optimizers.schedules.CosineDecay(initial, decay_steps=steps_per_epoch * epochs, alpha=0.05)
-    warmup = steps_per_epoch * warmup_epochs
-    return keras.optimizers.schedules.CosineDecay(initial / warmup, decay_steps=steps_per_epoch * epochs - warmup,
-                                                  alpha=0.05, warmup_target=initial, warmup_steps=warmup)
-
-
-def _optimizer(train_config: config_lib.TrainConfig, learning_rate):
-    clip = {"global_clipnorm": train_config.clipnorm} if train_config.clipnorm else {}
-    if train_config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay, **clip)
-    return keras.optimizers.Adam(learning_rate, **clip)
-
-
-def _schedule_callbacks(train_config: config_lib.TrainConfig, steps_per_epoch: int, scale: float,
-                        warmup_epochs: int) -> list:
-    """LinearWarmUp and ReduceLROnPlateau for the value learning rates (constant, plateau)."""
-    found = []
-    peak = train_config.learning_rate * scale
-    if train_config.lr_schedule != "cosine" and warmup_epochs:
-        found.append(LinearWarmUp(peak, steps_per_epoch * warmup_epochs))
-    if train_config.lr_schedule == "plateau":
-        found.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=train_config.plateau_factor,
-                                                       patience=train_config.plateau_patience, min_lr=peak * 1e-3))
-    return found
 
 
 def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:
@@ -592,8 +546,8 @@ def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, step
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.trainable = False
         warmup = train_config.warmup_epochs if index == 0 else 0
-        optimizer = _optimizer(train_config, _learning_rate(train_config, steps_per_epoch, epochs=end - start,
-                                                            scale=scale, warmup_epochs=min(warmup, end - start - 1)))
+        optimizer = schedule.optimizer(train_config, schedule.learning_rate(
+            train_config, steps_per_epoch, epochs=end - start, scale=scale, warmup_epochs=min(warmup, end - start - 1)))
         if distiller:
             model.compile(optimizer=optimizer)
         else:
@@ -602,7 +556,7 @@ def _fit(model, train_config: config_lib.TrainConfig, train_ds, validation, step
                            steps_per_epoch=steps_per_epoch, class_weight=class_weight, verbose=verbose,
                            shuffle=False,  # the dataset shuffles itself
                            callbacks=[keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, backup)),
-                                      *_schedule_callbacks(train_config, steps_per_epoch, scale, warmup), *callbacks])
+                                      *schedule.schedule_callbacks(train_config, steps_per_epoch, scale, warmup), *callbacks])
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
     return history

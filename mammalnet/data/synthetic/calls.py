@@ -1,5 +1,8 @@
 """Call models: one bout of calling activity per species, synthesised at the recorder's rate.
 
+One module although long: the eleven species' models share the canvas and the synthesis helpers, and
+are compared side by side against the literature they cite.
+
 Each model fills a clip with repeated calls of one species so that no stretch longer than ~1.4 s
 is silent (gaps <= 1 s, first call within 0.4 s); real inter-call intervals are often longer (fin
 20-Hz pulses every 7–26 s), so bouts are time-compressed on purpose: every 2-s window of a clip

@@ -1,5 +1,9 @@
 """Long synthetic recordings: hours of drifting ocean noise, sparse calls at known times, Raven truth.
 
+One module although long: the plan, the noise model, the rendering and the archive share the seed
+scheme and the plan's dataclasses, and a recording is made top to bottom here (the settings checks
+config needs are apart, in longrec_settings.py).
+
 One recording is `<stem>.wav` (mono PCM-16) and `<stem>.Table.1.selections.txt`, a Raven selection
 table (Selection, View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz),
 Species, SNR (dB)) that `mammalnet.data.sources.raven.read_raven` reads.
@@ -55,6 +59,9 @@ transient j, (index, 4, s, v) individual v of species s. File i of an archive is
 
 Hand-written on numpy/scipy: no maintained library renders hours of calibrated ocean noise with
 annotated calls.
+
+The settings checks, the single call and its truth box live in longrec_settings.py (config.validate
+runs the checks without importing this module); the names are public here too.
 """
 
 from __future__ import annotations
@@ -62,7 +69,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -79,6 +85,9 @@ import soundfile as sf
 
 from mammalnet.config import LongRecordingConfig
 from mammalnet.data.synthetic import calls, noise, ocean, propagation
+from mammalnet.data.synthetic.longrec_settings import (  # noqa: F401 (the checks and constants, public here too)
+    MAX_BAND_FRACTION, MAX_WAV_BYTES, MIN_GAP_S, PROBE_CALLS, TRUTH_TAIL, call_box, check_settings, check_species,
+    max_calls_per_hour, probe, random_stream, single_call, snr_range)
 
 logger = logging.getLogger(__name__)
 
@@ -92,18 +101,13 @@ SEA_STATE_STEP = 0.6
 SHIPPING_STEP = 0.1
 HIGHPASS_HZ = 5.0
 LOWPASS_FRACTION = 0.9
-TRUTH_TAIL = 0.005             # energy left outside the box at each end, in time and frequency
-MAX_BAND_FRACTION = 0.45       # a species' calls must stay below this fraction of the rate
-MIN_GAP_S = 4.0                # silence between two calls (end to start), at least
 EDGE_MARGIN_S = 2.0            # no call this close to either end of a file
 INDIVIDUALS_PER_FILE = 3
-PROBE_CALLS = 8
 SHIP_CPA_KM = (1.0, 15.0)
 SHIP_SPEED_M_S = (4.0, 10.0)
 SHIP_TAPER_KM = (30.0, 60.0)   # a ship's noise fades out between these ranges
 TRANSIENT_TAU_S = (0.005, 0.05)
 TRANSIENT_LEVEL_DB = (10.0, 30.0)
-MAX_WAV_BYTES = 2 ** 32 - 1 - 44
 TABLE_SUFFIX = ".Table.1.selections.txt"
 TABLE_GLOB = "*" + TABLE_SUFFIX
 MARKER_FILE = "longrec.json"
@@ -111,103 +115,7 @@ TABLE_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
                  "High Freq (Hz)", "Species", "SNR (dB)")
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
 # ----------------------------------------------------------------------------- settings
-
-def snr_range(snr_db) -> tuple[float, float]:
-    """`snr_db` as (lo, hi): one number, or a sequence of one or two numbers."""
-    values = [snr_db] if np.isscalar(snr_db) else list(snr_db)
-    return float(values[0]), float(values[-1])
-
-
-def _probe(species: str, sample_rate_hz: int) -> tuple[float, float]:
-    """(highest 99 %-energy band edge over PROBE_CALLS calls, their mean duration_s) at 2 x the rate."""
-    return _probe_cached(species, 2 * int(sample_rate_hz))
-
-
-@functools.lru_cache(maxsize=None)
-def _probe_cached(species: str, probe_rate_hz: int) -> tuple[float, float]:
-    k = list(calls.MODELS).index(species)
-    highs, durations = [], []
-    for i in range(PROBE_CALLS):
-        variant = calls.MODELS[species].variant(_rng(0, 9, k, i))
-        x = single_call(species, variant, probe_rate_hz, 0, (9, k, i, 1))
-        # Nothing below the probe's Nyquist (the models fade out what they cannot render): far too high.
-        highs.append(call_box(x, probe_rate_hz)[3] if np.any(x) else math.inf)
-        durations.append(x.size / probe_rate_hz)
-    return max(highs), float(np.mean(durations))
-
-
-def check_species(species: Sequence[str], sample_rate_hz: int, key: str = "species") -> None:
-    """Raises ValueError (naming `key`) for an unknown species or one whose calls do not fit the rate.
-
-    A species fits when 99 % of its call energy lies below MAX_BAND_FRACTION x sample_rate_hz.
-    """
-    if isinstance(species, str) or not species or len(set(species)) != len(species):
-        raise ValueError(f"{key} must be a non-empty list of distinct species. Received: {key}={species!r}")
-    for name in species:
-        if name not in calls.MODELS:
-            raise ValueError(f"{key} holds an unknown species. Received: {key}={list(species)!r}; "
-                             f"known: {sorted(calls.MODELS)}")
-    limit = MAX_BAND_FRACTION * sample_rate_hz
-    for name in species:
-        high, _ = _probe(name, sample_rate_hz)
-        if high > limit:
-            fit = [s for s in calls.MODELS if _probe(s, sample_rate_hz)[0] <= limit]
-            reach = f"up to {high:.0f} Hz" if math.isfinite(high) else f"above {sample_rate_hz:.0f} Hz"
-            raise ValueError(f"{name!r} calls have energy {reach}, above {MAX_BAND_FRACTION} x the "
-                             f"sample rate ({limit:.0f} Hz): they cannot be recorded at {sample_rate_hz} Hz. "
-                             f"Received: {key}={list(species)!r}; species that fit: {fit}")
-
-
-def max_calls_per_hour(species: Sequence[str], sample_rate_hz: int) -> float:
-    """The highest rate the renewal process allows: one call (mean length) per MIN_GAP_S."""
-    mean_s = float(np.mean([_probe(s, sample_rate_hz)[1] for s in species]))
-    return 3600.0 / (MIN_GAP_S + mean_s)
-
-
-def check_settings(settings: LongRecordingConfig, prefix: str = "settings") -> None:
-    """Checks every field.
-
-    Raises:
-        ValueError: naming `prefix.field` and the value.
-    """
-    def bad(field, wording):
-        value = getattr(settings, field)
-        return ValueError(f"{prefix}.{field} must be {wording}. Received: {prefix}.{field}={value!r}")
-
-    for field in ("files", "sample_rate_hz", "seed"):
-        value = getattr(settings, field)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise bad(field, "an integer")
-    if settings.files < 1:
-        raise bad("files", ">= 1")
-    if settings.seed < 0:
-        raise bad("seed", ">= 0")
-    if settings.sample_rate_hz < 100:
-        raise bad("sample_rate_hz", ">= 100")
-    if not (isinstance(settings.hours_per_file, (int, float)) and 0 < settings.hours_per_file < math.inf):
-        raise bad("hours_per_file", "a positive number of hours")
-    if settings.hours_per_file * 3600.0 * settings.sample_rate_hz * 2 > MAX_WAV_BYTES:
-        raise bad("hours_per_file", f"short enough for a WAV file (< 4 GiB at {settings.sample_rate_hz} Hz)")
-    for field in ("calls_per_hour", "ship_passages_per_hour", "transients_per_hour"):
-        value = getattr(settings, field)
-        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-            raise bad(field, "a number >= 0")
-    snr = settings.snr_db
-    values = [snr] if np.isscalar(snr) else list(snr) if isinstance(snr, (list, tuple)) else None
-    if (values is None or not 1 <= len(values) <= 2
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or values[0] > values[-1]):
-        raise bad("snr_db", "one number or [lo, hi] with lo <= hi (dB)")
-    check_species(settings.species, settings.sample_rate_hz, key=f"{prefix}.species")
-    if settings.calls_per_hour > 0:
-        top = max_calls_per_hour(settings.species, settings.sample_rate_hz)
-        if settings.calls_per_hour > top:
-            raise bad("calls_per_hour", f"at most {top:.0f} (calls are {MIN_GAP_S} s apart at least)")
-
 
 def normalized(settings: LongRecordingConfig) -> dict:
     """The settings as plain JSON values (the archive's key)."""
@@ -217,51 +125,6 @@ def normalized(settings: LongRecordingConfig) -> dict:
             "calls_per_hour": float(settings.calls_per_hour), "snr_db": [lo, hi], "seed": int(settings.seed),
             "ship_passages_per_hour": float(settings.ship_passages_per_hour),
             "transients_per_hour": float(settings.transients_per_hour)}
-
-
-# ----------------------------------------------------------------------------- calls
-
-def single_call(species: str, variant: dict, sample_rate_hz: int, seed: int, key: tuple) -> np.ndarray:
-    """One call of `species` (source waveform, arbitrary units), cut from a bout the model renders.
-
-    The first call lying wholly inside the canvas is kept (bouts never overlap their calls); the
-    canvas grows until one does (a blue whale's 20-s calls need ~45 s).
-    """
-    sr = int(sample_rate_hz)
-    length_s = 4.0
-    for _ in range(5):
-        canvas = calls.Canvas(int(round(length_s * sr)), sr)
-        calls.MODELS[species].render(canvas, _rng(seed, *key), variant)
-        for onset_s, duration_s in canvas.events:
-            if onset_s >= 0 and onset_s + duration_s <= canvas.duration_s:
-                i0 = int(np.ceil(onset_s * sr))
-                i1 = int(np.floor((onset_s + duration_s) * sr))
-                return canvas.wave[i0:i1].copy()
-        length_s *= 4
-    raise RuntimeError(f"the {species} model rendered no whole call in {length_s / 4:.0f} s")
-
-
-def call_box(x: np.ndarray, sample_rate_hz: float) -> tuple[int, int, float, float, float]:
-    """The truth box of a call waveform and its power in the box.
-
-    Returns:
-        (first sample, end sample (exclusive), low_hz, high_hz, power): the samples and band that
-        hold all but TRUTH_TAIL of the energy at each end; power = energy inside [low_hz, high_hz]
-        over those samples, per sample.
-    """
-    energy = np.cumsum(x * x)
-    energy /= energy[-1]
-    i0 = int(np.searchsorted(energy, TRUTH_TAIL))
-    i1 = int(np.searchsorted(energy, 1.0 - TRUTH_TAIL)) + 1
-    n_fft = scipy.fft.next_fast_len(max(x.size, int(sample_rate_hz)), real=True)
-    spectrum = scipy.fft.rfft(x, n_fft)
-    low_hz, high_hz = ocean.energy_band(spectrum, scipy.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz),
-                                        fraction=1.0 - 2.0 * TRUTH_TAIL)
-    box = scipy.fft.rfft(x[i0:i1])
-    f = scipy.fft.rfftfreq(i1 - i0, 1.0 / sample_rate_hz)
-    mask = (f >= low_hz) & (f <= high_hz) & (f > 0)
-    power = 2.0 * float(np.sum(np.abs(box[mask]) ** 2)) / (i1 - i0) ** 2
-    return i0, i1, low_hz, high_hz, power
 
 
 # ----------------------------------------------------------------------------- plan
@@ -372,7 +235,7 @@ class NoiseModel:
     def render_segment(self, k: int) -> np.ndarray:
         """Segment k, windowed, uPa [segment]."""
         psd = self.psd(k * self.hop / self.sr)
-        spectrum = noise.coloured_noise_spectrum(_rng(self.seed, self.index, 1, k), psd, self.segment, self.sr)
+        spectrum = noise.coloured_noise_spectrum(random_stream(self.seed, self.index, 1, k), psd, self.segment, self.sr)
         return scipy.fft.irfft(spectrum, self.segment) * self.window
 
     def band_power(self, t_s: float, low_hz: float = 0.0, high_hz: float = math.inf, *, ships: bool = True) -> float:
@@ -424,7 +287,7 @@ def plan_recording(settings: LongRecordingConfig, index: int = 0) -> RecordingPl
     seed, sr = int(settings.seed), int(settings.sample_rate_hz)
     n = int(round(settings.hours_per_file * 3600.0 * sr))
     duration = n / sr
-    rng = _rng(seed, index, 0)
+    rng = random_stream(seed, index, 0)
     knots = int(math.ceil(duration / KNOT_S)) + 2
     sea_state_knots = _knots(rng, knots, (1.0, 4.0), SEA_STATE_STEP, (0.0, float(noise.MAX_SEA_STATE)))
     shipping_knots = _knots(rng, knots, (0.2, 0.8), SHIPPING_STEP, (0.0, 1.0))
@@ -451,12 +314,12 @@ def plan_recording(settings: LongRecordingConfig, index: int = 0) -> RecordingPl
 
     species = list(settings.species)
     order = list(calls.MODELS)
-    variants = {(s, v): calls.MODELS[s].variant(_rng(seed, index, 4, order.index(s), v))
+    variants = {(s, v): calls.MODELS[s].variant(random_stream(seed, index, 4, order.index(s), v))
                 for s in species for v in range(INDIVIDUALS_PER_FILE)}
     snr_lo, snr_hi = snr_range(settings.snr_db)
     planned = []
     if settings.calls_per_hour > 0:
-        mean_call_s = float(np.mean([_probe(s, sr)[1] for s in species]))
+        mean_call_s = float(np.mean([probe(s, sr)[1] for s in species]))
         wait_s = max(3600.0 / settings.calls_per_hour - MIN_GAP_S - mean_call_s, 1e-3)
         t = EDGE_MARGIN_S + rng.exponential(wait_s)
         while True:
@@ -492,7 +355,7 @@ def render_transient(plan: RecordingPlan, transient: Transient) -> np.ndarray:
     """The transient's samples in uPa, starting at transient.onset_sample."""
     sr = plan.sample_rate_hz
     length = max(int(math.ceil(6.0 * transient.tau_s * sr)), 4)
-    rng = _rng(plan.seed, plan.index, 3, transient.index)
+    rng = random_stream(plan.seed, plan.index, 3, transient.index)
     burst = rng.standard_normal(length) * np.exp(-np.arange(length) / (transient.tau_s * sr))
     spectrum = scipy.fft.rfft(burst)
     spectrum /= np.sqrt(1.0 + (scipy.fft.rfftfreq(length, 1.0 / sr) / transient.corner_hz) ** 2)

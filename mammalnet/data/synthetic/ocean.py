@@ -35,7 +35,9 @@ import numpy as np
 import scipy.fft
 import soundfile as sf
 
-from mammalnet.data.synthetic import calls, noise, propagation
+import mammalnet.data.synthetic.calls as calls
+import mammalnet.data.synthetic.noise as noise
+import mammalnet.data.synthetic.propagation as propagation
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,41 @@
+"""A pipeline from command-line arguments, as every training command resolves it (fit, compare,
+inspect, tools/label_efficiency.py, tools/augment_rare.py): the pipeline file (pipelines/default.yaml
+when none) plus --data, --strict, --epochs and --set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mammalnet import config as config_lib
+
+DEFAULT_PIPELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines",
+                                "default.yaml")
+
+
+def resolve_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
+    """Pipeline file + --data/--epochs/--set -> a validated PipelineConfig.
+
+    Args:
+        args: pipeline (a file, or None: DEFAULT_PIPELINE), data (a folder or
+            None; for a synthetic pipeline its layout is detected and becomes data.source), strict,
+            epochs (None: the pipeline's) and overrides (`key=value` strings, applied last).
+
+    Raises:
+        ConfigError: a missing or invalid pipeline, a bad override.
+        ValueError: a --data folder that is missing or unreadable.
+    """
+    cfg = config_lib.load(args.pipeline or DEFAULT_PIPELINE)
+    overrides = list(args.overrides)
+    if args.data:
+        if cfg.data.source == "synthetic":
+            from mammalnet.data.sources import detect_layout
+
+            overrides.insert(0, f"data.source={detect_layout(args.data)}")
+        overrides.insert(0, f"data.root={args.data}")
+    if args.strict:
+        overrides.append("data.strict=true")
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    return config_lib.apply_overrides(cfg, overrides).validate()
