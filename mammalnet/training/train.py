@@ -308,7 +308,8 @@ def _export(model, model_dir: str, data: _RunData, config: config_lib.PipelineCo
                           # the stretches between annotated calls a Raven source adds
                           background_classes=[config.data.background_label] if (
                               config.data.background_per_recording and config.data.background_label in names)
-                          else None)
+                          else None,
+                          frontend=dataclasses.asdict(config.frontend))
     metrics["parity"] = parity
     if config.export.int8 or config.export.float16:  # the buoy's LiteRT files, calibrated on training windows
         n = config.export.representative_examples
