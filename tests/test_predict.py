@@ -12,7 +12,7 @@ import mammalnet.audio.dsp as dsp
 from mammalnet.audio.io import read_audio
 from mammalnet.export import export_model
 from mammalnet.predict import main, predict_files
-from tests.test_export import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
+from tests.helpers.exports import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
 
 needs_resample = pytest.mark.skipif(not hasattr(dsp, "resample"),
                                     reason="mammalnet.audio.dsp.resample not available yet")

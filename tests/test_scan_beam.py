@@ -16,7 +16,7 @@ pytest.importorskip("apache_beam")
 
 from mammalnet import scan, scan_beam  # noqa: E402
 from mammalnet.data.sources.raven import read_table  # noqa: E402
-from tests.test_scan import SR, export_tone_detector, write_recording  # noqa: E402
+from tests.helpers.tone_detector import SR, export_tone_detector, write_recording  # noqa: E402
 
 # 2-s reads (4 windows at the 0.5-s hop, one batch), elements of 4 s: the 10-14 s tone of main.wav
 # crosses the element boundary at 12 s, so the merge has to join two elements' windows.

@@ -12,7 +12,7 @@ from mammalnet.config import DataConfig
 from mammalnet.data.problems import DataError, SkipLog
 from mammalnet.data.sources import (detect_layout, load_source, read_folder, read_kaggle, read_labels_csv,
                                     read_raven, read_split_folders)
-from tests.conftest import tone_clip
+from tests.helpers.audio import tone_clip
 
 RATE = 8000
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",

@@ -5,7 +5,7 @@ import pytest
 from mammalnet.export import ExportError
 from mammalnet.models import registry
 from mammalnet.models.attention_lstm import build_attention_lstm
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 SMALL = dict(lstm_units=8, num_heads=2, key_dim=4, dense_units=8, head_units=16)
 

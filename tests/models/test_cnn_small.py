@@ -4,7 +4,7 @@ import pytest
 
 from mammalnet.models import registry
 from mammalnet.models.cnn_small import build_cnn_small
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 
 def test_cnn_small_shapes_and_blocks():

@@ -4,7 +4,7 @@ import pytest
 
 from mammalnet.models import registry
 from mammalnet.models.dnn import build_dnn
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 
 def test_dnn_shapes_blocks_and_parameters():

@@ -4,7 +4,7 @@ import pytest
 
 from mammalnet.models import registry
 from mammalnet.models.inception_time import build_inception_time, build_inception_time_residual
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 SMALL = dict(depth=3, filters=8, kernel_sizes=(2, 4), bottleneck=8, head_units=16)
 

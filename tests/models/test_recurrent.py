@@ -4,7 +4,7 @@ import pytest
 
 from mammalnet.models import registry
 from mammalnet.models.recurrent import build_gru, build_lstm, build_rnn
-from tests.models.family_check import check_family_exports, rising_or_falling
+from tests.helpers.families import check_family_exports, rising_or_falling
 
 BUILDERS = {"rnn": (build_rnn, keras.layers.SimpleRNN), "lstm": (build_lstm, keras.layers.LSTM),
             "gru": (build_gru, keras.layers.GRU)}

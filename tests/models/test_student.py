@@ -5,7 +5,7 @@ import pytest
 from mammalnet.layers.attention import ChannelPool
 from mammalnet.models import registry
 from mammalnet.models.student import build_student
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 
 def test_student_shapes_cbam_and_head():

@@ -5,7 +5,7 @@ import pytest
 from mammalnet.models import registry
 from mammalnet.layers.attention import SinusoidalPositionalEncoding, sinusoidal_table
 from mammalnet.models.transformer import build_transformer
-from tests.models.family_check import check_family_exports, rising_or_falling
+from tests.helpers.families import check_family_exports, rising_or_falling
 
 SMALL = {"d_model": 16, "num_heads": 2, "ff_units": 16, "num_blocks": 1, "head_units": 8}
 
