@@ -14,9 +14,6 @@ from mammalnet.export import export_model
 from mammalnet.predict import main, predict_files
 from tests.helpers.exports import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
 
-needs_resample = pytest.mark.skipif(not hasattr(dsp, "resample"),
-                                    reason="mammalnet.audio.dsp.resample not available yet")
-
 
 def _chirp(seconds, rate, f0=300.0, f1=2500.0):
     t = np.arange(int(seconds * rate)) / rate
@@ -103,7 +100,6 @@ def test_missing_model_dir_is_a_clear_error(tmp_path, audio_files, capsys):
     assert "missing model.keras" in capsys.readouterr().err
 
 
-@needs_resample
 def test_other_sample_rate_is_resampled(model_dir, audio_files):
     (r,) = predict_files(model_dir, [audio_files["other_rate"]])
     assert r["error"] is None, r["error"]
@@ -120,7 +116,7 @@ def test_resample_is_called_with_the_file_and_model_rates(model_dir, audio_files
         calls.append((len(waveform), sample_rate_hz, target_rate_hz))
         return scipy.signal.resample_poly(waveform, target_rate_hz, sample_rate_hz).astype(np.float32)
 
-    monkeypatch.setattr(dsp, "resample", fake_resample, raising=False)
+    monkeypatch.setattr(dsp, "resample", fake_resample)
     (other, same) = predict_files(model_dir, [audio_files["other_rate"], audio_files["one"]])
     assert calls == [(24000, 16000, SR)]  # only the file not at the model rate
     assert other["error"] is None and other["num_windows"] == 2
@@ -139,7 +135,6 @@ def _probabilities(result):
     return np.array([{t["label"]: t["probability"] for t in result["top_k"]}[name] for name in CLASSES])
 
 
-@needs_resample
 @pytest.mark.parametrize("rate", [SR, 11025])
 def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeypatch, rate):
     import keras
