@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.cnn_small import build_cnn_small
 from tests.helpers.families import check_family_exports
 
@@ -40,7 +39,6 @@ def test_cnn_small_learns_a_separable_toy_problem():
 
 
 def test_cnn_small_exports_with_tflite_parity(tmp_path):
-    registry.register("cnn_small", build_cnn_small)
     result = check_family_exports(tmp_path, "cnn_small")
     assert result["tflite_bytes"] > 0
 

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.dnn import build_dnn
 from tests.helpers.families import check_family_exports
 
@@ -35,7 +34,6 @@ def test_dnn_learns_a_separable_toy_problem():
 
 
 def test_dnn_exports_with_tflite_parity(tmp_path):
-    registry.register("dnn", build_dnn)
     result = check_family_exports(tmp_path, "dnn")
     assert result["tflite_bytes"] > 0
 

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from mammalnet.layers.attention import ChannelPool
-from mammalnet.models import registry
 from mammalnet.models.student import build_student
 from tests.helpers.families import check_family_exports
 
@@ -74,7 +73,6 @@ def test_student_learns_a_separable_toy_problem():
 
 
 def test_student_exports_with_tflite_parity(tmp_path):
-    registry.register("student", build_student)
     result = check_family_exports(tmp_path, "student")
     assert {"MEAN", "REDUCE_MAX", "LOGISTIC"} <= set(result["tflite_ops"])
 
