@@ -46,11 +46,11 @@ def test_all_artifacts_written(exported):
 
 
 def test_parity_within_tolerance(exported):
-    _, _, result = exported
+    _, out_dir, result = exported
     assert result["num_parity_examples"] == 6
     assert 0.0 <= result["tflite_max_abs_diff"] < 1e-4
     assert 0.0 <= result["savedmodel_max_abs_diff"] < 1e-4
-    assert result["tflite_bytes"] > 0
+    assert result["tflite_bytes"] == (out_dir / "model.tflite").stat().st_size
 
 
 def test_tflite_is_builtins_only_and_runs_in_litert(exported):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mammalnet.models.dnn import build_dnn
-from tests.helpers.families import check_family_exports
+from tests.helpers.families import check_family_exports, check_litert_matches_keras
 
 
 def test_dnn_shapes_blocks_and_parameters():
@@ -34,8 +34,7 @@ def test_dnn_learns_a_separable_toy_problem():
 
 
 def test_dnn_exports_with_tflite_parity(tmp_path):
-    result = check_family_exports(tmp_path, "dnn")
-    assert result["tflite_bytes"] > 0
+    check_litert_matches_keras(check_family_exports(tmp_path, "dnn"))
 
 
 @pytest.mark.parametrize("kwargs, match", [
