@@ -80,9 +80,15 @@ def test_broken_file_is_reported_and_others_still_run(model_dir, audio_files, ca
     assert str(audio_files["broken"]) in captured.err and "error" in captured.err
     results = json.loads(captured.out)
     assert [r["file"] for r in results] == [str(audio_files["one"]), str(audio_files["stereo"])]
-    for r in results:
+    # each file's entry is what predicting it without the broken file gives
+    direct = predict_files(model_dir, [audio_files["one"], audio_files["stereo"]], top_k=1)
+    for r, d in zip(results, direct):
         assert set(r) == {"file", "num_windows", "top_k", "prediction", "confidence"} and r["num_windows"] == 1
-        assert len(r["top_k"]) == 1 and 0.0 <= r["top_k"][0]["probability"] <= 1.0
+        assert len(r["top_k"]) == 1 and r["top_k"][0]["label"] == d["top_k"][0]["label"]
+        assert r["top_k"][0]["probability"] == pytest.approx(d["top_k"][0]["probability"], abs=1e-6)
+        # no calibration in this export: the prediction is the top class at its own probability
+        assert r["prediction"] == r["top_k"][0]["label"]
+        assert r["confidence"] == pytest.approx(r["top_k"][0]["probability"], abs=1e-6)
 
 
 def test_table_output_and_exit_zero(model_dir, audio_files, capsys):
