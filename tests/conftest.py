@@ -1,15 +1,16 @@
-"""Shared fixtures: tiny synthetic audio written on the fly (no real data needed)."""
+"""Shared fixtures: tiny synthetic audio written on the fly (no real data needed).
+
+Builders that test modules call directly live in tests/helpers/.
+"""
 
 from __future__ import annotations
 
 import os
 import pathlib
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from tests.helpers.audio import write_tone_folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,35 +25,7 @@ def _private_cache(tmp_path_factory):
         os.environ["MAMMALNET_CACHE"] = previous
 
 
-def tone_clip(freq_hz: float, sample_rate_hz: int, duration_s: float, *, seed: int = 0, noise: float = 0.05):
-    """A tone with a little noise: the simplest labelled 'call'."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(sample_rate_hz * duration_s))) / sample_rate_hz
-    return (0.5 * np.sin(2 * np.pi * freq_hz * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def write_tone_folder(root: pathlib.Path) -> pathlib.Path:
-    """<root>/<label>/*.wav: three classes of tones at mixed sample rates and lengths."""
-    classes = {"low": 300.0, "mid": 1200.0, "high": 2800.0}
-    rates = (8000, 16000, 11025)
-    for c, (label, freq) in enumerate(classes.items()):
-        os.makedirs(root / label)
-        for i in range(8):
-            rate = rates[i % len(rates)]
-            duration = 0.6 + 0.4 * (i % 4)
-            sf.write(root / label / f"{label}_{i}.wav", tone_clip(freq, rate, duration, seed=10 * c + i), rate)
-    return root
-
-
 @pytest.fixture
 def tone_folder(tmp_path) -> pathlib.Path:
     """<tmp>/tones/<label>/*.wav: three classes of tones at mixed sample rates and lengths."""
     return write_tone_folder(tmp_path / "tones")
-
-
-def realdata(name: str) -> pathlib.Path:
-    """Path of a real dataset under ../shared/datasets, or skip the test."""
-    path = SHARED_DATASETS / name
-    if not path.is_dir():
-        pytest.skip(f"real data not present: {path}")
-    return path

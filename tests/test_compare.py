@@ -15,7 +15,7 @@ from mammalnet import config as config_lib
 from mammalnet.compare import count_flops, main as compare_main, model_configs, reusable, tflite_latency_ms
 from mammalnet.report.compare_report import (markdown_report, markdown_table, split_fingerprint,
                                              train_clip_counts, worst_class)
-from tests.test_fit import TINY
+from tests.helpers.configs import TINY
 
 # --------------------------------------------------------------------------------------------- configs
 
@@ -247,7 +247,7 @@ def test_recurrent_flops_are_counted_on_the_rebuilt_classifier(tmp_path):
     from mammalnet.compare import saved_model_stats
     from mammalnet.export import export_model
     from mammalnet.models.classifier import build_classifier
-    from tests.models.family_check import CLASSES, RATE, WINDOW_S, tiny_config, waveforms
+    from tests.helpers.families import CLASSES, RATE, WINDOW_S, tiny_config, waveforms
 
     config = tiny_config("gru", units=[4], bidirectional=False, head_units=8)
     model = build_classifier(config, len(CLASSES))

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from mammalnet.explain import main
-from tests.report.test_gradcam import BURST_S, SR, WINDOW, burst_clip, trained_model_dir
+from tests.helpers.bursts import BURST_S, SR, WINDOW, burst_clip, trained_model_dir
 
 
 @pytest.fixture(scope="module")

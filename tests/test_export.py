@@ -9,33 +9,7 @@ import tensorflow as tf
 
 import mammalnet.export as export_mod
 from mammalnet.export import ExportError, export_model
-from mammalnet.layers import Bandpass, LogMel, SpecAugment
-
-SR = 8000
-WINDOW = SR  # 1-s windows
-CLASSES = ["humpback", "orca", "noise"]
-
-
-def build_tiny_model(sample_rate_hz=SR, window_samples=WINDOW, num_classes=3, seed=0):
-    """Input[window] -> Bandpass -> LogMel -> SpecAugment -> Conv2D -> GAP -> Dense softmax."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((window_samples,), name="waveform")
-    x = Bandpass(50.0, 3800.0, sample_rate_hz, num_taps=33, name="bandpass")(inp)
-    x = LogMel(sample_rate_hz, n_fft=256, hop_length=128, n_mels=32, low_hz=50.0,
-               high_hz=3800.0, name="logmel")(x)
-    x = SpecAugment(4, 8, seed=seed, name="specaugment")(x)
-    x = keras.layers.Rescaling(1 / 40.0, offset=1.0)(x)  # dB to roughly unit scale
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inp, out, name="tiny")
-
-
-def parity_waveforms(n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(WINDOW) / SR
-    freqs = rng.uniform(100, 3500, size=(n, 1))
-    return (0.3 * np.sin(2 * np.pi * freqs * t) + 0.02 * rng.standard_normal((n, WINDOW))).astype(np.float32)
+from tests.helpers.exports import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +46,11 @@ def test_all_artifacts_written(exported):
 
 
 def test_parity_within_tolerance(exported):
-    _, _, result = exported
+    _, out_dir, result = exported
     assert result["num_parity_examples"] == 6
     assert 0.0 <= result["tflite_max_abs_diff"] < 1e-4
     assert 0.0 <= result["savedmodel_max_abs_diff"] < 1e-4
-    assert result["tflite_bytes"] > 0
+    assert result["tflite_bytes"] == (out_dir / "model.tflite").stat().st_size
 
 
 def test_tflite_is_builtins_only_and_runs_in_litert(exported):

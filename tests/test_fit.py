@@ -7,21 +7,14 @@ import keras
 import pytest
 
 from mammalnet.fit import main as fit_main
-from mammalnet.fit import parse_args, resolve_config
 from mammalnet.training.train import train
-
-TINY = [
-    "name=tiny", "audio.sample_rate_hz=8000", "audio.window_s=0.5", "frontend.low_hz=50",
-    "frontend.high_hz=3800", "frontend.n_fft=256", "frontend.hop_length=128", "frontend.n_mels=24",
-    "frontend.bandpass_taps=31", "augment.freq_mask_param=3", "augment.time_mask_param=3",
-    "model.params.filters=[8, 16, 16, 32]", "model.params.head_units=16", "train.batch_size=16",
-    "train.learning_rate=3e-3", "export.parity_examples=8",
-]
+from tests.helpers import configs
+from tests.helpers.configs import TINY
 
 
 def tiny_config(data_dir, *extra):
-    args = parse_args(["--data", str(data_dir), "--epochs", "6", *sum((["--set", s] for s in TINY + list(extra)), [])])
-    return resolve_config(args)
+    """The tiny pipeline at six epochs: enough for the tones to be learned."""
+    return configs.tiny_config(data_dir, *extra, epochs=6)
 
 
 def _add_bad_files(folder):
@@ -143,7 +136,7 @@ def test_fit_cli_reports_bad_config(tmp_path, capsys):
 def test_fit_cli_refuses_data_too_small_to_validate(tmp_path, capsys):
     import soundfile as sf
 
-    from tests.conftest import tone_clip
+    from tests.helpers.audio import tone_clip
 
     for c, label in enumerate(("fin", "blue")):
         (tmp_path / label).mkdir()
@@ -157,7 +150,7 @@ def test_fit_cli_refuses_data_too_small_to_validate(tmp_path, capsys):
 def test_fit_cli_refuses_clips_below_the_band(tmp_path, capsys):
     import soundfile as sf
 
-    from tests.conftest import tone_clip
+    from tests.helpers.audio import tone_clip
 
     for label in ("fin", "blue"):
         (tmp_path / "data" / label).mkdir(parents=True)

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from mammalnet import inspect as inspect_cli
-from tests.conftest import realdata, tone_clip
+from tests.helpers.audio import tone_clip
+from tests.helpers.data import realdata
 
 PNGS = ("class_counts.png", "sample_rates.png", "durations.png")
 # A 3 kHz band edge: every clip here is recorded at >= 8 kHz, so none is below the band.

@@ -256,7 +256,7 @@ def test_study_reuses_matching_runs_and_reruns_stale_ones(tmp_path):
     assert fake.calls == ["pipe-simclr", "pipe-scratch-f5", "pipe-simclr-f5", "pipe-scratch-f100", "pipe-simclr-f100"]
     assert [r["action"] for r in records] == ["trained"] * 4 and all(r["status"] == "ok" for r in records)
     saved = json.loads(open(os.path.join(out, "pipe-simclr-f5", "result.json"), encoding="utf-8").read())
-    assert saved["config"]["name"] == "pipe-simclr-f5" and saved["wall_s"] >= 0
+    assert saved["config"]["name"] == "pipe-simclr-f5" and math.isfinite(saved["wall_s"]) and saved["wall_s"] >= 0
     assert saved["metrics"]["accuracy"] == pytest.approx(0.615) and saved["labelled_train_clips"] == 5
     assert saved["start_encoder_sha256"] == le.file_sha256(configs["encoder"])
 

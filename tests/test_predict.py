@@ -14,10 +14,7 @@ from mammalnet.audio.io import read_audio
 from mammalnet.audio.resample import resample
 from mammalnet.export import export_model
 from mammalnet.predict import main, predict_files
-from tests.test_export import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
-
-needs_resample = pytest.mark.skipif(not hasattr(dsp, "resample"),
-                                    reason="mammalnet.audio.dsp.resample not available yet")
+from tests.helpers.exports import CLASSES, SR, WINDOW, build_tiny_model, parity_waveforms
 
 
 def _chirp(seconds, rate, f0=300.0, f1=2500.0):
@@ -85,9 +82,15 @@ def test_broken_file_is_reported_and_others_still_run(model_dir, audio_files, ca
     assert str(audio_files["broken"]) in captured.err and "error" in captured.err
     results = json.loads(captured.out)
     assert [r["file"] for r in results] == [str(audio_files["one"]), str(audio_files["stereo"])]
-    for r in results:
+    # each file's entry is what predicting it without the broken file gives
+    direct = predict_files(model_dir, [audio_files["one"], audio_files["stereo"]], top_k=1)
+    for r, d in zip(results, direct):
         assert set(r) == {"file", "num_windows", "top_k", "prediction", "confidence"} and r["num_windows"] == 1
-        assert len(r["top_k"]) == 1 and 0.0 <= r["top_k"][0]["probability"] <= 1.0
+        assert len(r["top_k"]) == 1 and r["top_k"][0]["label"] == d["top_k"][0]["label"]
+        assert r["top_k"][0]["probability"] == pytest.approx(d["top_k"][0]["probability"], abs=1e-6)
+        # no calibration in this export: the prediction is the top class at its own probability
+        assert r["prediction"] == r["top_k"][0]["label"]
+        assert r["confidence"] == pytest.approx(r["top_k"][0]["probability"], abs=1e-6)
 
 
 def test_table_output_and_exit_zero(model_dir, audio_files, capsys):
@@ -105,7 +108,6 @@ def test_missing_model_dir_is_a_clear_error(tmp_path, audio_files, capsys):
     assert "missing model.keras" in capsys.readouterr().err
 
 
-@needs_resample
 def test_other_sample_rate_is_resampled(model_dir, audio_files):
     (r,) = predict_files(model_dir, [audio_files["other_rate"]])
     assert r["error"] is None, r["error"]
@@ -141,7 +143,6 @@ def _probabilities(result):
     return np.array([{t["label"]: t["probability"] for t in result["top_k"]}[name] for name in CLASSES])
 
 
-@needs_resample
 @pytest.mark.parametrize("rate", [SR, 11025])
 def test_block_reads_equal_the_whole_file_reference(model_dir, tmp_path, monkeypatch, rate):
     import keras

@@ -21,7 +21,7 @@ from mammalnet.scan import cli as scan_cli  # noqa: E402
 from mammalnet.scan import ledger  # noqa: E402
 from mammalnet.scan import local as scan_local  # noqa: E402
 from mammalnet.scan.settings import read_step_samples, resolve_settings  # noqa: E402
-from tests.test_scan import SR, export_tone_detector, write_recording  # noqa: E402
+from tests.helpers.tone_detector import SR, export_tone_detector, write_recording  # noqa: E402
 
 # 2-s reads (4 windows at the 0.5-s hop, one batch), elements of 4 s: the 10-14 s tone of main.wav
 # crosses the element boundary at 12 s, so the merge has to join two elements' windows.

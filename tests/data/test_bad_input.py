@@ -20,7 +20,7 @@ from mammalnet.data.load import load_manifest
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
 from mammalnet.data.problems import DataError, SkipLog
 from mammalnet.data.split import split_manifest
-from tests.conftest import tone_clip
+from tests.helpers.audio import tone_clip
 
 RATE = 8000
 

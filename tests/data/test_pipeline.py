@@ -5,7 +5,7 @@ import soundfile as sf
 from mammalnet.audio.io import read_audio
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
 from mammalnet.data.sources import read_folder
-from tests.conftest import tone_clip
+from tests.helpers.audio import tone_clip
 
 
 def _spec(**kw):

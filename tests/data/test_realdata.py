@@ -6,7 +6,7 @@ import pytest
 from mammalnet.data.pipeline import WindowSpec, build_dataset, collect
 from mammalnet.data.sources import read_labels_csv
 from mammalnet.data.split import assign_splits
-from tests.conftest import realdata
+from tests.helpers.data import realdata
 
 pytestmark = pytest.mark.realdata
 

@@ -6,7 +6,7 @@ import soundfile as sf
 from mammalnet.data.manifest import COLUMNS, class_names, make_manifest
 from mammalnet.data.problems import DataError, SkipLog
 from mammalnet.data.sources import read_folder, read_labels_csv
-from tests.conftest import tone_clip
+from tests.helpers.audio import tone_clip
 
 
 def test_read_folder_labels_from_folder_names(tone_folder):

@@ -77,7 +77,10 @@ def test_encoder_and_decoder_shapes():
     out = keras.ops.convert_to_numpy(decoder(z_mean))
     assert out.shape == (3, *SHAPE)
     assert out.min() >= -1.0 and out.max() <= 1.0  # tanh
-    assert encoder.count_params() > 0 and decoder.count_params() > 0
+    # 3x3 convs 1 -> 8 -> 16 (stride 2), the 8 x 4 x 16 grid flattened into the two Dense(8) heads
+    assert encoder.count_params() == (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + 2 * (8 * 4 * 16 * 8 + 8)
+    # Dense(8 -> 8 x 4 x 16), 3x3 transposed convs 16 -> 16 -> 8, the 3x3 tanh conv 8 -> 1
+    assert decoder.count_params() == (8 * 512 + 512) + (9 * 16 * 16 + 16) + (9 * 16 * 8 + 8) + (9 * 8 * 1 + 1)
     names = {layer.name for layer in encoder.layers}
     assert {"vae_encoder_down0_conv", "vae_encoder_down1_conv", "vae_encoder_z_mean"} <= names
     assert "vae_decoder_out_conv" in {layer.name for layer in decoder.layers}

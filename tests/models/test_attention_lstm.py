@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 from mammalnet.export import ExportError
-from mammalnet.models import registry
 from mammalnet.models.attention_lstm import build_attention_lstm
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 SMALL = dict(lstm_units=8, num_heads=2, key_dim=4, dense_units=8, head_units=16)
 
@@ -44,7 +43,6 @@ def test_learns_rising_energy_over_time():
 
 
 def test_exports_to_builtin_tflite_with_parity(tmp_path):
-    registry.register("attention_lstm", build_attention_lstm)
     result = check_family_exports(tmp_path, "attention_lstm", **SMALL)
     assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "SOFTMAX"} <= set(result["tflite_ops"])
     assert "WHILE" not in result["tflite_ops"]
@@ -52,7 +50,6 @@ def test_exports_to_builtin_tflite_with_parity(tmp_path):
 
 def test_rolled_lstm_export_fails_naming_the_tensor_list_op(tmp_path):
     # Documents why unroll=True is the default: the rolled loop needs Flex TensorList ops.
-    registry.register("attention_lstm", build_attention_lstm)
     with pytest.raises(ExportError, match="TensorListReserve"):
         check_family_exports(tmp_path, "attention_lstm", unroll=False, **SMALL)
     assert not (tmp_path / "attention_lstm").exists()

@@ -6,7 +6,7 @@ import pytest
 
 from mammalnet.layers import HANDCRAFTED_FEATURE_NAMES
 from mammalnet.models.classifier import build_classifier, build_frontend, resolve_features
-from tests.models.family_check import CLASSES, check_family_exports, tiny_config, waveforms
+from tests.helpers.families import CLASSES, check_family_exports, tiny_config, waveforms
 
 # (frames, bins, channels) of each feature choice on tiny_config's 0.5-s windows (4000 samples, hop 128)
 SHAPES = {"logmel": (32, 24, 1), "mfcc": (32, 13, 1), "pcen": (32, 24, 1), "complexity": (32, 4, 1)}

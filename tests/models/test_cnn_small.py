@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.cnn_small import build_cnn_small
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports, check_litert_matches_keras
 
 
 def test_cnn_small_shapes_and_blocks():
@@ -40,9 +39,7 @@ def test_cnn_small_learns_a_separable_toy_problem():
 
 
 def test_cnn_small_exports_with_tflite_parity(tmp_path):
-    registry.register("cnn_small", build_cnn_small)
-    result = check_family_exports(tmp_path, "cnn_small")
-    assert result["tflite_bytes"] > 0
+    check_litert_matches_keras(check_family_exports(tmp_path, "cnn_small"))
 
 
 @pytest.mark.parametrize("kwargs, match", [

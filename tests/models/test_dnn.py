@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.dnn import build_dnn
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports, check_litert_matches_keras
 
 
 def test_dnn_shapes_blocks_and_parameters():
@@ -35,9 +34,7 @@ def test_dnn_learns_a_separable_toy_problem():
 
 
 def test_dnn_exports_with_tflite_parity(tmp_path):
-    registry.register("dnn", build_dnn)
-    result = check_family_exports(tmp_path, "dnn")
-    assert result["tflite_bytes"] > 0
+    check_litert_matches_keras(check_family_exports(tmp_path, "dnn"))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.inception_time import build_inception_time, build_inception_time_residual
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 SMALL = dict(depth=3, filters=8, kernel_sizes=(2, 4), bottleneck=8, head_units=16)
 
@@ -59,10 +58,8 @@ def test_learns_rising_energy_over_time(builder):
     assert history.history["accuracy"][-1] > 0.9
 
 
-@pytest.mark.parametrize("name,builder,depth", [("inception_time", build_inception_time, 1),
-                                                ("inception_time_residual", build_inception_time_residual, 3)])
-def test_exports_to_builtin_tflite_with_parity(tmp_path, name, builder, depth):
-    registry.register(name, builder)
+@pytest.mark.parametrize("name,depth", [("inception_time", 1), ("inception_time_residual", 3)])
+def test_exports_to_builtin_tflite_with_parity(tmp_path, name, depth):
     result = check_family_exports(tmp_path, name, depth=depth, filters=8, kernel_sizes=(3, 9), head_units=16)
     assert {"CONV_2D", "MAX_POOL_2D", "CONCATENATION"} <= set(result["tflite_ops"])
     assert ("ADD" in result["tflite_ops"]) or name == "inception_time"

@@ -2,9 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.models.recurrent import build_gru, build_lstm, build_rnn
-from tests.models.family_check import check_family_exports, rising_or_falling
+from tests.helpers.families import check_family_exports, rising_or_falling
 
 BUILDERS = {"rnn": (build_rnn, keras.layers.SimpleRNN), "lstm": (build_lstm, keras.layers.LSTM),
             "gru": (build_gru, keras.layers.GRU)}
@@ -77,7 +76,6 @@ def test_lstm_learns_energy_rising_over_time():
 def test_exports_to_tflite_builtins_with_parity(tmp_path, family, bidirectional):
     # One small layer each (the unrolled graph is traced per time step, so export time grows with it);
     # one family exports bidirectional to cover the reversed pass.
-    registry.register(family, BUILDERS[family][0])
     result = check_family_exports(tmp_path, family, units=(4,), bidirectional=bidirectional, head_units=8)
     assert result["tflite_max_abs_diff"] <= 1e-4
     assert "FULLY_CONNECTED" in result["tflite_ops"]
@@ -89,6 +87,5 @@ def test_rolled_loop_needs_flex_tensorlist_ops(tmp_path):
     """Why the builders unroll: Keras 3's rolled RNN loop lowers to TensorList ops TFLite builtins lack."""
     from mammalnet.export import ExportError
 
-    registry.register("lstm", build_lstm)
     with pytest.raises(ExportError, match="TensorListReserve"):
         check_family_exports(tmp_path, "lstm", units=(4,), bidirectional=False, head_units=8, unroll=False)

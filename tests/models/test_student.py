@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 from mammalnet.layers.attention import ChannelPool
-from mammalnet.models import registry
 from mammalnet.models.student import build_student
-from tests.models.family_check import check_family_exports
+from tests.helpers.families import check_family_exports
 
 
 def test_student_shapes_cbam_and_head():
@@ -32,7 +31,9 @@ def test_student_without_cbam_keeps_the_conv_blocks_and_head():
     assert not any("cbam" in layer.name for layer in plain.layers)
     assert [plain.get_layer(f"block{i}_conv").filters for i in (1, 2, 3)] == [16, 32, 64]
     attention = sum(layer.count_params() for layer in full.layers if "cbam" in layer.name)
-    assert attention > 0 and plain.count_params() == full.count_params() - attention
+    # per block of c channels: the shared MLP c -> c // 8 -> c (with biases) and the 7x7 conv 2 -> 1
+    assert attention == sum(2 * c * (c // 8) + c // 8 + c + 7 * 7 * 2 + 1 for c in (16, 32, 64))
+    assert plain.count_params() == full.count_params() - attention
     out = plain(np.zeros((2, 32, 24, 1), np.float32), training=False)
     np.testing.assert_allclose(np.sum(out, axis=1), 1.0, rtol=1e-5)
 
@@ -74,7 +75,6 @@ def test_student_learns_a_separable_toy_problem():
 
 
 def test_student_exports_with_tflite_parity(tmp_path):
-    registry.register("student", build_student)
     result = check_family_exports(tmp_path, "student")
     assert {"MEAN", "REDUCE_MAX", "LOGISTIC"} <= set(result["tflite_ops"])
 

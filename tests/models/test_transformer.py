@@ -2,10 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from mammalnet.models import registry
 from mammalnet.layers.attention import SinusoidalPositionalEncoding, sinusoidal_table
 from mammalnet.models.transformer import build_transformer
-from tests.models.family_check import check_family_exports, rising_or_falling
+from tests.helpers.families import check_family_exports, rising_or_falling
 
 SMALL = {"d_model": 16, "num_heads": 2, "ff_units": 16, "num_blocks": 1, "head_units": 8}
 
@@ -81,7 +80,6 @@ def test_learns_energy_rising_over_time():
 
 
 def test_exports_to_tflite_builtins_with_parity(tmp_path):
-    registry.register("transformer", build_transformer)
     result = check_family_exports(tmp_path, "transformer", **SMALL)
     assert result["tflite_max_abs_diff"] <= 1e-4
     assert "BATCH_MATMUL" in result["tflite_ops"] or "FULLY_CONNECTED" in result["tflite_ops"]

@@ -142,8 +142,8 @@ from mammalnet.training.distill import Distiller
 from mammalnet.training.distribute import make_distribution, predict_batches
 from mammalnet.training.simclr import ContrastiveModel, build_projection_head
 from mammalnet.training.train import train
-from tests.conftest import write_tone_folder
-from tests.training.test_fit_modes import tiny_config
+from tests.helpers.audio import write_tone_folder
+from tests.helpers.configs import tiny_config
 
 # 1. One step of each custom train_step, 1 device vs 2 replicas, from the same weights on the same batch.
 

@@ -13,18 +13,11 @@ import pytest
 from mammalnet.config import ConfigError
 from mammalnet.training.encoder import weighted_layers
 from mammalnet.training.train import train
-from tests.conftest import write_tone_folder
-from mammalnet.fit import parse_args, resolve_config
-from tests.test_fit import TINY
+from tests.helpers.audio import write_tone_folder
+from tests.helpers.configs import tiny_config
 
 PRETRAIN = ["pretrain.epochs=2", "pretrain.batch_size=16", "pretrain.projection_units=[32, 16]",
             "pretrain.max_shift_s=0.1"]
-
-
-def tiny_config(data_dir, *extra, epochs=2):
-    """tests.test_fit's tiny pipeline, at `epochs` (most checks here need a run, not a good model)."""
-    sets = sum((["--set", s] for s in TINY + list(extra)), [])
-    return resolve_config(parse_args(["--data", str(data_dir), "--epochs", str(epochs), *sets]))
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from mammalnet.config import ConfigError
 from mammalnet.generative.generator import GeneratorDirError, load_generator
 from mammalnet.data.split import GENERATED_GROUP
 from mammalnet.training.train import train
-from tests.conftest import write_tone_folder
-from tests.training.test_fit_modes import tiny_config
+from tests.helpers.audio import write_tone_folder
+from tests.helpers.configs import tiny_config
 
 TINY_GENERATIVE = ["generative.filters=[8, 16]", "generative.samples_per_class=3", "generative.griffin_lim_iters=4",
                    "generative.latent_projection=tsne"]
 TINY_DIFFUSION = ["generative.method=diffusion", "generative.timesteps=50", "generative.sampling_steps=5",
                   "generative.embedding_dim=16"]
-RATE, WINDOW = 8000, 4000  # tests.test_fit.TINY: 0.5-s windows at 8 kHz
+RATE, WINDOW = 8000, 4000  # tests.helpers.configs.TINY: 0.5-s windows at 8 kHz
 
 
 @pytest.fixture(scope="module")

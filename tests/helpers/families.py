@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 
 from mammalnet import config as config_lib
-from mammalnet.export import export_model, tflite_op_names
+from mammalnet.export import export_model, run_tflite, tflite_op_names
 from mammalnet.models.classifier import build_classifier
 
 RATE, WINDOW_S, CLASSES = 8000, 0.5, ["fin", "minke", "noise"]
@@ -44,6 +46,16 @@ def check_family_exports(tmp_path, name: str, frontend: dict | None = None, **pa
     assert result["tflite_max_abs_diff"] <= 1e-4
     assert not [op for op in tflite_op_names(result["paths"]["tflite"]) if op.startswith("Flex")]
     return result
+
+
+def check_litert_matches_keras(result: dict, n: int = 4, seed: int = 1) -> None:
+    """The exported model.tflite, loaded in LiteRT, gives model.keras's probabilities on waveforms
+    other than the export's parity set, and tflite_bytes is that file's size."""
+    tflite = result["paths"]["tflite"]
+    assert result["tflite_bytes"] == os.path.getsize(tflite)
+    model = keras.saving.load_model(result["paths"]["model_keras"], safe_mode=True)
+    x = waveforms(n, seed=seed)
+    np.testing.assert_allclose(run_tflite(tflite, x), np.asarray(model(x, training=False)), atol=1e-4)
 
 
 def rising_or_falling(n: int = 96, frames: int = 12, bins: int = 6, seed: int = 0):
