@@ -199,7 +199,7 @@ def test_quantized_input_and_output_are_scaled(tmp_path):
     with pytest.raises(BuoyError, match=r"window_samples=128"):
         open_detector(path, card.replace(window_samples=128))
     with pytest.raises(BuoyError, match="3 outputs"):
-        open_detector(path, card.replace(class_names=("a", "b")))
+        open_detector(path, ModelCard.create(sample_rate_hz=SR, window_samples=64, class_names=["a", "b"]))
 
 
 def test_model_card_beside_the_model(model_dir, tmp_path):
