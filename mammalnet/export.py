@@ -213,7 +213,7 @@ def export_quantized(
     noise, 256 windows): quantizing the waveform (the band-pass FIR) drops top-1 agreement with Keras
     to ~80 %, the linear power spectrum going into LOG to ~33 %, the dB image (per-example
     standardisation in int8) to ~98 %; quantizing from the standardised log-mel image on keeps
-    99-100 % (on a 10-class student of real 2-kHz audio, watkins10, 92.5 % (README): its error is spread
+    99-100 % (on a 10-class student of real 2-kHz audio, watkins10, 92.5 % (docs/field.md): its error is spread
     over every layer and does not move with the calibration set; tools/bench_edge.py measures it). So the int8 model
     starts at the frontend's output, and a caller keeps feeding float PCM: an int8 or int16 input
     would be dequantized by the first op anyway.

@@ -1,7 +1,7 @@
 """Evaluation metrics (scikit-learn) and the report folder of the artifacts contract.
 
 ``write_report`` leaves ``metrics.json, confusion_matrix.png, roc.png, curves.png,
-classification_report.txt, errors.csv`` in one folder (see DESIGN.md, "Artifacts contract").
+classification_report.txt, errors.csv`` in one folder (see docs/architecture.md, "Artifacts contract").
 """
 
 from __future__ import annotations

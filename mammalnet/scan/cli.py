@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runner", default=None,
                         help="run the scan as an Apache Beam pipeline on this runner (DirectRunner, FlinkRunner, "
                              "SparkRunner, DataflowRunner, ...); options after PATHS that the scan does not know "
-                             "go to Beam's PipelineOptions (see mammalnet/scan_beam.py)")
+                             "go to Beam's PipelineOptions (see mammalnet/scan/beam.py)")
     add_verbosity_arguments(parser)
     parser.add_argument("--beam-block-s", type=positive_float, default=None,
                         help="with --runner: one pipeline element per this many seconds of a recording (rounded up "

@@ -3,7 +3,7 @@
 One module although long: the steps of the classifier run in the order they run (the run's folders
 and data are in prepare.py, the learning rate in schedule.py).
 
-Leaves the artifacts contract of DESIGN.md:
+Leaves the artifacts contract of docs/architecture.md:
     runs/<name>/          pipeline.yaml, manifest.csv, logs/, checkpoints/, report/
     saved_models/<name>/  saved_model/, model.keras, model.tflite, labels.txt, audio.json, metrics.json
 """
