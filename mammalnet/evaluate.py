@@ -45,7 +45,7 @@ from mammalnet.edge.events import merge_events
 from mammalnet.report.events import EVENT_COLUMNS, METRIC_COLUMNS, OVERALL, best_f1, event_metrics, plot_pr_curves
 from mammalnet.report.metrics import read_json, write_json
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mammalnet.evaluate")
 
 TRUTH_GLOB = "*.selections.txt"
 DEFAULT_MIN_OVERLAP = 0.1

@@ -31,7 +31,7 @@ from mammalnet.card import ModelCard
 from mammalnet.cli import add_verbosity_arguments, non_negative_float, non_negative_int, positive_int, setup_logging
 from mammalnet.detector import Detector
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mammalnet.explain")
 
 
 def read_window(path, card: ModelCard, offset_s: float) -> np.ndarray:

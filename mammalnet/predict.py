@@ -29,7 +29,7 @@ from mammalnet.cli import add_verbosity_arguments, positive_float, positive_int,
 from mammalnet.detector import Detector
 from mammalnet.report.calibration import apply_temperature
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mammalnet.predict")
 
 UNKNOWN = "unknown"  # the prediction for a file under the export's calibrated unknown_threshold
 
