@@ -70,11 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "recall, parameters, FLOPs, TFLite size and LiteRT latency.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", nargs="?", default=None,
-                        help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
+                        help="pipeline YAML, or the name of a shipped one, e.g. watkins (default: pipelines/default.yaml, "
+                             "the synthetic ocean)")
     parser.add_argument("--models", default="", metavar="A,B,...",
                         help="comma-separated labels: family names or --spec keys (none: only rebuild the table "
                              "from --out)")
-    parser.add_argument("--spec", metavar="FILE.yaml", help="YAML mapping labels to pipeline overrides (see below)")
+    parser.add_argument("--spec", metavar="FILE.yaml",
+                        help="YAML mapping labels to pipeline overrides (see below), or a shipped one, e.g. "
+                             "compare/zoo.yaml")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare/<pipeline name>)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override train.epochs for every model (a spec entry's own train.epochs wins)")
     parser.add_argument("--data", metavar="DIR", help="data folder, as in python -m mammalnet.fit")
@@ -98,8 +101,11 @@ def load_spec(path) -> dict[str, dict]:
     """
     import yaml
 
+    from mammalnet import config as config_lib
+
     if path is None:
         return {}
+    path = config_lib.pipeline_path(path)  # also a shipped spec, e.g. compare/zoo.yaml
     if not os.path.isfile(path):
         raise ValueError(f"spec file not found. Received: --spec {path}")
     try:

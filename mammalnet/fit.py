@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m mammalnet.fit",
         description="Train a marine mammal classifier: report in runs/<name>/, exports in saved_models/<name>/.")
     parser.add_argument("pipeline", nargs="?", default=None,
-                        help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
+                        help="pipeline YAML, or the name of a shipped one, e.g. watkins (default: pipelines/default.yaml, "
+                             "the synthetic ocean)")
     parser.add_argument("--data", metavar="DIR",
                         help="data folder in any supported layout (class folders, labels.csv, split folders, "
                              "Kaggle train/ + train.csv, Raven selection tables); detected from its contents")

@@ -56,8 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Inspect a dataset before training: counts, rates, durations, skips, duplicates, "
                     "confounders and suggested settings.")
     parser.add_argument("target", metavar="DATA_OR_PIPELINE",
-                        help="a pipeline YAML, or a data folder (then pipelines/default.yaml's settings with "
-                             "the folder's detected layout)")
+                        help="a pipeline YAML (or a shipped one's name), or a data folder (then "
+                             "pipelines/default.yaml's settings with the folder's detected layout)")
     parser.add_argument("--data", metavar="DIR", help="data folder for the pipeline YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any pipeline key, e.g. --set frontend.high_hz=4000 (repeatable)")
