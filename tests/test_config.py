@@ -154,3 +154,16 @@ def test_installed_pipelines_are_package_data(tmp_path, monkeypatch):
     assert config_lib.pipeline_path(None) == str(package / "pipelines" / "default.yaml")
     assert config_lib.pipeline_path("compare/zoo") == str(package / "pipelines" / "compare" / "zoo.yaml")
     assert config_lib.load(config_lib.pipeline_path(None)).name == "packaged"
+
+
+def test_fit_cli_logs_to_stderr_and_quiet_keeps_errors(capsys):
+    import logging
+
+    from mammalnet.fit import main as fit_main
+
+    assert parse_args(["-v"]).log_level == logging.DEBUG and parse_args(["-q"]).log_level == logging.WARNING
+    for flags in ([], ["-q"]):
+        assert fit_main([*flags, "no_such_pipeline"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "mammalnet.fit: pipeline file not found. Received: no_such_pipeline" in captured.err

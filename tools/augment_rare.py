@@ -507,8 +507,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from mammalnet import config as config_lib
+    from mammalnet.cli import setup_logging
     from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config
 
+    setup_logging()  # the training runs' messages (mammalnet's logger) to stderr
     try:
         base = resolve_config(argparse.Namespace(pipeline=args.pipeline, data=args.data, strict=False,
                                                  epochs=args.epochs, overrides=args.overrides))
