@@ -47,8 +47,8 @@ import re
 import shlex
 import shutil
 import sys
+import logging
 import time
-import traceback
 
 from mammalnet.edge.latency import DEFAULT_RUNS as DEFAULT_LATENCY_RUNS
 from mammalnet.edge.latency import WARMUP_RUNS, tflite_latency_ms
@@ -56,13 +56,15 @@ from mammalnet.flops import FLOPS_METHOD, count_flops, saved_model_stats  # noqa
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
 
+logger = logging.getLogger("mammalnet.compare")  # by name: run with python -m, __name__ is "__main__"
+
 RESULT_FILE = "result.json"
 FORBIDDEN_SPEC_KEYS = ("name", "data", "split")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mammalnet.cli import non_negative_int
+    from mammalnet.cli import add_verbosity_arguments, non_negative_int
 
     parser = argparse.ArgumentParser(
         prog="python -m mammalnet.compare",
@@ -70,11 +72,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "recall, parameters, FLOPs, TFLite size and LiteRT latency.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", nargs="?", default=None,
-                        help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
+                        help="pipeline YAML, or the name of a shipped one, e.g. watkins (default: pipelines/default.yaml, "
+                             "the synthetic ocean)")
     parser.add_argument("--models", default="", metavar="A,B,...",
                         help="comma-separated labels: family names or --spec keys (none: only rebuild the table "
                              "from --out)")
-    parser.add_argument("--spec", metavar="FILE.yaml", help="YAML mapping labels to pipeline overrides (see below)")
+    parser.add_argument("--spec", metavar="FILE.yaml",
+                        help="YAML mapping labels to pipeline overrides (see below), or a shipped one, e.g. "
+                             "compare/zoo.yaml")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/compare/<pipeline name>)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override train.epochs for every model (a spec entry's own train.epochs wins)")
     parser.add_argument("--data", metavar="DIR", help="data folder, as in python -m mammalnet.fit")
@@ -84,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"timed LiteRT invocations per model, after {WARMUP_RUNS} warm-up ones; the median "
                              f"is reported (default: {DEFAULT_LATENCY_RUNS}; 0 skips latency)")
     parser.add_argument("--force", action="store_true", help="retrain models even when a matching run exists")
+    add_verbosity_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -98,8 +104,11 @@ def load_spec(path) -> dict[str, dict]:
     """
     import yaml
 
+    from mammalnet import config as config_lib
+
     if path is None:
         return {}
+    path = config_lib.pipeline_path(path)  # also a shipped spec, e.g. compare/zoo.yaml
     if not os.path.isfile(path):
         raise ValueError(f"spec file not found. Received: --spec {path}")
     try:
@@ -273,7 +282,7 @@ def train_one(out_dir: str, label: str, config, *, force: bool = False, verbose=
     """Trains and measures one model unless a matching run exists; writes <out>/<label>/result.json.
 
     Returns:
-        "reused", "trained" or "failed" (the error's first line is in result.json; the traceback is printed).
+        "reused", "trained" or "failed" (the error's first line is in result.json; the traceback is logged).
     """
     import keras
 
@@ -282,20 +291,20 @@ def train_one(out_dir: str, label: str, config, *, force: bool = False, verbose=
 
     paths = _paths(out_dir, label, config.name)
     if not force and reusable(out_dir, label, config):
-        print(f"mammalnet.compare: {label}: reusing the finished run in {paths['workdir']} (same pipeline; "
-              "--force retrains)", flush=True)
+        logger.info(f"mammalnet.compare: {label}: reusing the finished run in {paths['workdir']} (same pipeline; "
+                    "--force retrains)")
         return "reused"
     if not force and _trained_unmeasured(out_dir, label, config):
-        print(f"mammalnet.compare: {label}: training finished earlier but its measurement failed; measuring "
-              "again without retraining", flush=True)
+        logger.info(f"mammalnet.compare: {label}: training finished earlier but its measurement failed; measuring "
+                    "again without retraining")
         return _measure(paths, label, config, {"label": label, "family": config.model.name,
                                                "config": config_lib.to_dict(config)}, "reused")
     if os.path.isdir(paths["workdir"]) and (force or not _resumable(out_dir, label, config)):
         shutil.rmtree(paths["workdir"])  # a stale backup of another pipeline must not be restored
     os.makedirs(paths["workdir"], exist_ok=True)
     record = {"label": label, "family": config.model.name, "config": config_lib.to_dict(config)}
-    print(f"mammalnet.compare: {label}: training {config.model.name} "
-          f"(params {config.model.params or 'family defaults'}) in {paths['workdir']}", flush=True)
+    logger.info(f"mammalnet.compare: {label}: training {config.model.name} "
+                f"(params {config.model.params or 'family defaults'}) in {paths['workdir']}")
     keras.backend.clear_session()
     try:
         train(config, paths["workdir"], verbose=verbose)
@@ -309,8 +318,7 @@ def train_one(out_dir: str, label: str, config, *, force: bool = False, verbose=
 def _failed(paths: dict, label: str, record: dict, err: BaseException) -> str:
     from mammalnet.report.metrics import write_json
 
-    traceback.print_exc()
-    print(f"mammalnet.compare: {label}: FAILED: {_first_line(err)}", file=sys.stderr, flush=True)
+    logger.error(f"mammalnet.compare: {label}: FAILED: {_first_line(err)}", exc_info=err)  # with the traceback
     write_json(paths["result"], {**record, "status": "failed", "error": _first_line(err),
                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return "failed"
@@ -405,8 +413,11 @@ def _previous_order(out_dir: str) -> list[str]:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    from mammalnet.cli import setup_logging
     from mammalnet.config import ConfigError
     from mammalnet.resolve import resolve_config
+
+    setup_logging(args.log_level)
 
     labels = [label.strip() for label in args.models.split(",") if label.strip()]
     try:
@@ -417,24 +428,24 @@ def main(argv=None) -> int:
                                                  epochs=args.epochs, overrides=args.overrides))
         configs = model_configs(base, labels, load_spec(args.spec))
     except (ConfigError, ValueError) as err:
-        print(f"mammalnet.compare: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.compare: {err}")
         return 2
     out_dir = args.out or os.path.join("runs", "compare", base.name)
     if not labels and not os.path.isdir(out_dir):
-        print(f"mammalnet.compare: nothing to compare: no --models and no earlier runs in {out_dir}", file=sys.stderr)
+        logger.error(f"mammalnet.compare: nothing to compare: no --models and no earlier runs in {out_dir}")
         return 2
     os.makedirs(out_dir, exist_ok=True)
 
     statuses = {}
     for i, (label, config) in enumerate(configs.items()):
-        print(f"mammalnet.compare: [{i + 1}/{len(configs)}] {label}", flush=True)
+        logger.info(f"mammalnet.compare: [{i + 1}/{len(configs)}] {label}")
         statuses[label] = train_one(out_dir, label, config, force=args.force)
 
     order = _previous_order(out_dir)
     order += [label for label in labels if label not in order]
     rows = collect_rows(out_dir, order=order, statuses=statuses, latency_runs=args.latency_runs)
     if not rows:
-        print(f"mammalnet.compare: nothing to compare in {out_dir}", file=sys.stderr)
+        logger.error(f"mammalnet.compare: nothing to compare in {out_dir}")
         return 2
     from mammalnet.report.compare_report import markdown_table, write_outputs
 
@@ -442,11 +453,10 @@ def main(argv=None) -> int:
     paths = write_outputs(out_dir, rows, pipeline=base.name, command=command, flops_method=FLOPS_METHOD,
                           latency_method=latency_method(args.latency_runs))
     print(markdown_table(rows), flush=True)
-    print(f"mammalnet.compare: table in {paths['md']} (also .csv, .png, .json)", flush=True)
+    logger.info(f"mammalnet.compare: table in {paths['md']} (also .csv, .png, .json)")
     failed = [label for label, status in statuses.items() if status == "failed"]
     if failed:
-        print(f"mammalnet.compare: failed: {', '.join(failed)} (see the table and the tracebacks above)",
-              file=sys.stderr)
+        logger.error(f"mammalnet.compare: failed: {', '.join(failed)} (see the table and the tracebacks above)")
         return 1
     return 0
 

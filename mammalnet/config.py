@@ -9,7 +9,9 @@ Every field is explicit: an unknown key in YAML or in `--set` is an error, never
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
+import pathlib
 import re
 import typing
 from typing import Any
@@ -698,6 +700,51 @@ def from_dict(values: dict) -> PipelineConfig:
 
 def to_dict(config: PipelineConfig) -> dict:
     return dataclasses.asdict(config)
+
+
+DEFAULT_PIPELINE_NAME = "default.yaml"
+
+
+def shipped_pipelines_dir() -> pathlib.Path:
+    """The folder of the pipelines mammalnet ships (default.yaml, watkins.yaml, compare/zoo.yaml, ...).
+
+    Installed from a wheel or `pip install .` they are package data, `mammalnet/pipelines/` (found
+    with importlib.resources); run from a source checkout (`pip install -e .`, or the repository on
+    the path) they are the repository's top-level pipelines/ folder beside the package.
+    """
+    packaged = pathlib.Path(str(importlib.resources.files("mammalnet").joinpath("pipelines")))
+    checkout = pathlib.Path(__file__).resolve().parent.parent
+    if not packaged.is_dir() and (checkout / "pyproject.toml").is_file() and (checkout / "pipelines").is_dir():
+        return checkout / "pipelines"
+    return packaged
+
+
+def pipeline_path(pipeline: str | os.PathLike | None = None) -> str:
+    """The file a pipeline argument names.
+
+    None: the shipped default.yaml. A file that exists (or an absolute path): itself. Otherwise a
+    shipped pipeline of that name, with or without `.yaml` and with or without a leading
+    `pipelines/` (`watkins`, `watkins.yaml`, `pipelines/watkins.yaml`, `compare/zoo.yaml`), so the
+    documented commands work from any folder; when there is none, the argument as given (load then
+    reports it missing).
+    """
+    root = shipped_pipelines_dir()
+    if pipeline is None:
+        return os.fspath(root / DEFAULT_PIPELINE_NAME)
+    path = os.fspath(pipeline)
+    if os.path.isfile(path) or os.path.isabs(path):
+        return path
+    parts = pathlib.PurePath(path).parts
+    if parts[:1] == ("pipelines",):
+        parts = parts[1:]
+    if not parts or ".." in parts:
+        return path
+    name = pathlib.PurePath(*parts)
+    candidates = [name] if name.suffix in (".yaml", ".yml") else [name, name.with_name(name.name + ".yaml")]
+    for candidate in candidates:
+        if (root / candidate).is_file():
+            return os.fspath(root / candidate)
+    return path
 
 
 def load(path: str | os.PathLike) -> PipelineConfig:

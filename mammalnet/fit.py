@@ -7,12 +7,16 @@ embedded synthetic ocean (generated on first use).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from mammalnet.cli import add_verbosity_arguments, setup_logging
 from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config  # noqa: F401 (DEFAULT_PIPELINE: fit's default)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
+
+logger = logging.getLogger("mammalnet.fit")  # by name: run with python -m, __name__ is "__main__"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -20,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m mammalnet.fit",
         description="Train a marine mammal classifier: report in runs/<name>/, exports in saved_models/<name>/.")
     parser.add_argument("pipeline", nargs="?", default=None,
-                        help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
+                        help="pipeline YAML, or the name of a shipped one, e.g. watkins (default: pipelines/default.yaml, "
+                             "the synthetic ocean)")
     parser.add_argument("--data", metavar="DIR",
                         help="data folder in any supported layout (class folders, labels.csv, split folders, "
                              "Kaggle train/ + train.csv, Raven selection tables); detected from its contents")
@@ -32,25 +37,27 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "runs/<name>/skipped.csv)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any pipeline key, e.g. --set audio.window_s=3 (repeatable)")
+    add_verbosity_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_level)
     from mammalnet.audio.io import AudioError
     from mammalnet.config import ConfigError
 
     try:
         cfg = resolve_config(args)
     except (ConfigError, ValueError) as err:  # ValueError: a --data folder that is missing or unreadable
-        print(f"mammalnet.fit: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.fit: {err}")
         return 2
     from mammalnet.training.train import train
 
     try:
         train(cfg, args.workdir)
     except (AudioError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: weights, embeddings
-        print(f"mammalnet.fit: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.fit: {err}")
         return 1
     return 0
 

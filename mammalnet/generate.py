@@ -9,10 +9,15 @@ every class. The WAV folders can be given to a classifier run as data.generated_
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from mammalnet.cli import add_verbosity_arguments, setup_logging
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
+
+logger = logging.getLogger("mammalnet.generate")  # by name: run with python -m, __name__ is "__main__"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--griffin-lim-iters", type=int, help="Griffin-Lim iterations (default: the model's)")
     parser.add_argument("--mel-solver", choices=("nnls", "pinv"),
                         help="mel to linear magnitude: nnls, or pinv (~40x faster, coarser); default: the model's")
+    add_verbosity_arguments(parser)
     return parser
 
 
@@ -69,15 +75,16 @@ def generate(model_dir, classes, n: int, out_dir, *, seed: int = 0, steps: int |
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
     if args.n < 1:
-        print(f"mammalnet.generate: --n must be positive. Received: --n {args.n}", file=sys.stderr)
+        logger.error(f"mammalnet.generate: --n must be positive. Received: --n {args.n}")
         return 2
     try:
         result = generate(args.model_dir, args.classes, args.n, args.out, seed=args.seed, steps=args.steps,
                           guidance_scale=args.guidance, temperature=args.temperature,
                           griffin_lim_iters=args.griffin_lim_iters, mel_solver=args.mel_solver)
     except (ValueError, FileNotFoundError) as err:
-        print(f"mammalnet.generate: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.generate: {err}")
         return 1
     for name, paths in result["wavs"].items():
         print(f"{name}: {len(paths)} clips at {result['sample_rate_hz']} Hz in {os.path.dirname(paths[0])}")

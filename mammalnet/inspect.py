@@ -25,6 +25,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -33,7 +34,10 @@ import sys
 import numpy as np
 import pandas as pd
 
+from mammalnet.cli import add_verbosity_arguments, setup_logging
 from mammalnet.data.confounders import CONFOUNDER_MARGIN, CONFOUNDER_MIN_ACCURACY, confounder_audit
+
+logger = logging.getLogger("mammalnet.inspect")  # by name: run with python -m, __name__ is "__main__"
 
 # Suggested settings: the rate at least this share of clips reach, the band edge as a share of
 # it (leaves the resampler's transition band below Nyquist), the window's clamp and nice values.
@@ -56,14 +60,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Inspect a dataset before training: counts, rates, durations, skips, duplicates, "
                     "confounders and suggested settings.")
     parser.add_argument("target", metavar="DATA_OR_PIPELINE",
-                        help="a pipeline YAML, or a data folder (then pipelines/default.yaml's settings with "
-                             "the folder's detected layout)")
+                        help="a pipeline YAML (or a shipped one's name), or a data folder (then "
+                             "pipelines/default.yaml's settings with the folder's detected layout)")
     parser.add_argument("--data", metavar="DIR", help="data folder for the pipeline YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any pipeline key, e.g. --set frontend.high_hz=4000 (repeatable)")
     parser.add_argument("--strict", action="store_true", help="any unusable file or table row is an error")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<name>/inspect)")
     parser.add_argument("--json", action="store_true", help="print inspect.json instead of the table")
+    add_verbosity_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -360,27 +365,28 @@ def format_report(report: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_level)
     from mammalnet.audio.io import AudioError
     from mammalnet.config import ConfigError
 
     try:
         cfg = resolve_config(args)
     except (ConfigError, ValueError) as err:  # ValueError: a data folder that is missing or unreadable
-        print(f"mammalnet.inspect: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.inspect: {err}")
         return 2
     out_dir = args.out or os.path.join("runs", cfg.name, "inspect")
     try:
         report = inspect_dataset(cfg, out_dir)
     except (AudioError, ValueError) as err:  # DataError is a ValueError
-        print(f"mammalnet.inspect: {err}", file=sys.stderr)
+        logger.error(f"mammalnet.inspect: {err}")
         return 1
     if args.json:
         print(json.dumps(report, indent=1))
         if report["confounders"]["warning"]:  # stdout is for the machine; the warning still reaches a person
-            print(_box(WARNING_TEXT), file=sys.stderr)
+            logger.warning(_box(WARNING_TEXT))
     else:
         print(format_report(report))
-        print(f"\nwrote {', '.join(report['outputs'])} to {out_dir}")
+        logger.info(f"\nwrote {', '.join(report['outputs'])} to {out_dir}")
     return 0
 
 

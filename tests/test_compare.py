@@ -204,7 +204,7 @@ def test_compare_trains_tabulates_reuses_and_records_failures(tone_folder, tmp_p
     capsys.readouterr()
     assert compare_main(_cli(tone_folder, out, "--models", "dnn,broken", "--spec", str(spec))) == 1
     captured = capsys.readouterr()
-    assert "dnn: reusing" in captured.out and "broken: FAILED" in captured.err
+    assert "dnn: reusing" in captured.err and "broken: FAILED" in captured.err  # logged to stderr
     assert (out / "dnn" / "saved_models" / "tiny-dnn" / "metrics.json").stat().st_mtime_ns == stamp
     rows = _read_rows(out)
     assert list(rows) == ["dnn", "small", "broken"]  # first-added order across batches

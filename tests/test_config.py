@@ -117,3 +117,53 @@ def test_every_shipped_pipeline_loads_and_validates(pipeline):
         cfg = config_lib.apply_overrides(cfg, ["data.root=/data"])
     cfg.validate()
     assert cfg.name == os.path.splitext(os.path.basename(pipeline))[0]
+
+
+def test_shipped_pipelines_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no pipelines/ here: the names must reach the shipped ones
+    shipped = config_lib.shipped_pipelines_dir()
+    assert os.path.samefile(config_lib.pipeline_path(None), shipped / "default.yaml")
+    assert os.path.samefile(DEFAULT_PIPELINE, shipped / "default.yaml")
+    for name in ("watkins", "watkins.yaml", "pipelines/watkins.yaml", os.path.join("pipelines", "watkins.yaml")):
+        assert os.path.samefile(config_lib.pipeline_path(name), shipped / "watkins.yaml"), name
+    assert os.path.samefile(config_lib.pipeline_path("compare/zoo.yaml"), shipped / "compare" / "zoo.yaml")
+    assert resolve_config(parse_args(["vae", "--epochs", "1"])).name == config_lib.load(shipped / "vae.yaml").name
+    # nothing of that name: returned as given, and the error names it
+    assert config_lib.pipeline_path("no_such_pipeline") == "no_such_pipeline"
+    assert config_lib.pipeline_path("../watkins.yaml") == "../watkins.yaml"
+    with pytest.raises(ConfigError, match="no_such_pipeline"):
+        resolve_config(parse_args(["no_such_pipeline"]))
+
+
+def test_a_file_in_the_current_folder_wins_over_the_shipped_pipeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "watkins.yaml").write_text("name: mine\n")
+    assert config_lib.pipeline_path("watkins.yaml") == "watkins.yaml"
+    assert resolve_config(parse_args(["watkins.yaml"])).name == "mine"
+
+
+def test_installed_pipelines_are_package_data(tmp_path, monkeypatch):
+    """Installed (not a source checkout), the pipelines are mammalnet/pipelines/ inside the package."""
+    package = tmp_path / "site-packages" / "mammalnet"
+    (package / "pipelines" / "compare").mkdir(parents=True)
+    (package / "pipelines" / "default.yaml").write_text("name: packaged\n")
+    (package / "pipelines" / "compare" / "zoo.yaml").write_text("{}\n")
+    monkeypatch.setattr(config_lib.importlib.resources, "files",
+                        lambda name: package if name == "mammalnet" else pytest.fail(name))
+    assert config_lib.shipped_pipelines_dir() == package / "pipelines"
+    assert config_lib.pipeline_path(None) == str(package / "pipelines" / "default.yaml")
+    assert config_lib.pipeline_path("compare/zoo") == str(package / "pipelines" / "compare" / "zoo.yaml")
+    assert config_lib.load(config_lib.pipeline_path(None)).name == "packaged"
+
+
+def test_fit_cli_logs_to_stderr_and_quiet_keeps_errors(capsys):
+    import logging
+
+    from mammalnet.fit import main as fit_main
+
+    assert parse_args(["-v"]).log_level == logging.DEBUG and parse_args(["-q"]).log_level == logging.WARNING
+    for flags in ([], ["-q"]):
+        assert fit_main([*flags, "no_such_pipeline"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "mammalnet.fit: pipeline file not found. Received: no_such_pipeline" in captured.err

@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python tools/augment_rare.py", description="A classifier with and without generated rare-class clips.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pipeline", nargs="?", help="pipeline YAML (default: pipelines/default.yaml)")
+    parser.add_argument("pipeline", nargs="?", help="pipeline YAML, or the name of a shipped one (default: pipelines/default.yaml)")
     parser.add_argument("--data", metavar="DIR", help="data folder, as in python -m mammalnet.fit")
     parser.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="YAML",
                         help="generator recipe: only its generative and train sections are used "
@@ -507,13 +507,15 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from mammalnet import config as config_lib
+    from mammalnet.cli import setup_logging
     from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config
 
+    setup_logging()  # the training runs' messages (mammalnet's logger) to stderr
     try:
         base = resolve_config(argparse.Namespace(pipeline=args.pipeline, data=args.data, strict=False,
                                                  epochs=args.epochs, overrides=args.overrides))
         out_dir = args.out or os.path.join("runs", "augment_rare", base.name)
-        configs = study_configs(base, config_lib.load(args.generator), out_dir=out_dir, seeds=args.seeds,
+        configs = study_configs(base, config_lib.load(config_lib.pipeline_path(args.generator)), out_dir=out_dir, seeds=args.seeds,
                                 generator_epochs=args.generator_epochs, overrides=args.overrides)
     except (config_lib.ConfigError, ValueError) as err:
         print(f"augment_rare: {err}", file=sys.stderr)

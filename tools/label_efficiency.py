@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Scratch vs SimCLR-pretrained classifiers at fractions of the training labels.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", nargs="?", default=None,
-                        help="pipeline YAML (default: pipelines/default.yaml, the synthetic ocean)")
+                        help="pipeline YAML, or the name of a shipped one, e.g. watkins (default: pipelines/default.yaml, "
+                             "the synthetic ocean)")
     parser.add_argument("--fractions", nargs="+", type=label_fraction, default=list(DEFAULT_FRACTIONS),
                         metavar="F", help="fractions of the training labels, each in (0, 1] (default: "
                                           f"{' '.join(map(str, DEFAULT_FRACTIONS))})")
@@ -694,9 +695,11 @@ def study_info(configs: dict, records: list[dict], pretrain_record: dict | None,
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    from mammalnet.cli import setup_logging
     from mammalnet.config import ConfigError, apply_overrides
     from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config
 
+    setup_logging()  # the training runs' messages (mammalnet's logger) to stderr
     try:
         base = resolve_config(argparse.Namespace(pipeline=args.pipeline, data=args.data, strict=False,
                                                  epochs=args.epochs, overrides=args.overrides))

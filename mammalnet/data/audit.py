@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ import pandas as pd
 from mammalnet.audio.io import AudioError, AudioFacts, audio_facts
 from mammalnet.data.problems import DataError, SkipLog
 from mammalnet.data.synthetic.ocean import default_cache_dir
+from mammalnet.files import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,7 @@ class FactsCache:
         target = self._entry(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=target.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(entry, f)
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_text(target, json.dumps(entry))
         except OSError as err:
             # A read-only or full cache slows the next run down; it must not stop this one.
             logger.warning("audio audit cache disabled: cannot write %s (%s)", target, err)

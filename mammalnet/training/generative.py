@@ -11,6 +11,7 @@ so a generator trained here can augment a classifier trained on the same split w
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -31,6 +32,8 @@ from mammalnet.report.metrics import write_json
 from mammalnet.training import schedule
 from mammalnet.training.distribute import evaluation_batch_size, make_distribution
 from mammalnet.training.prepare import load_split, run_dirs, window_spec
+
+logger = logging.getLogger(__name__)
 
 # Real test windows scored by Griffin-Lim round trips and the quality classifier: enough for stable
 # medians, few enough that two rounds of inversion (seconds per clip with nnls at 24 kHz) stay minutes.
@@ -93,7 +96,7 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     gen = config.generative
     distribution = make_distribution(config.train.distribute)
     distribution.check_batch_sizes({"train.batch_size": config.train.batch_size})
-    print(distribution.describe(config.train.batch_size), flush=True)
+    logger.info(distribution.describe(config.train.batch_size))
     t0 = time.perf_counter()
     timings = {}
     keras.utils.set_random_seed(config.train.seed)
@@ -108,13 +111,13 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     if parts["val"].empty:
         raise ValueError(f"no clip could go to validation (too few clips per class). Received: split counts "
                          f"{protocol['counts']}")
-    print("mammalnet: decoding the clips into log-mel patches "
-          f"{spec.padded_frames} frames x {spec.n_mels} mel bands", flush=True)
+    logger.info("mammalnet: decoding the clips into log-mel patches "
+                f"{spec.padded_frames} frames x {spec.n_mels} mel bands")
     x_train_wave, x_train, y_train = _patches(parts["train"], names, config, training=True, to_patch=to_patch)
     _, x_val, y_val = _patches(parts["val"], names, config, training=False, to_patch=to_patch)
     test = _patches(parts["test"], names, config, training=False, to_patch=to_patch) if len(parts["test"]) else None
     timings["data_s"] = time.perf_counter() - t0
-    print(f"mammalnet: {len(x_train)} training patches, {len(x_val)} validation patches", flush=True)
+    logger.info(f"mammalnet: {len(x_train)} training patches, {len(x_val)} validation patches")
 
     batch = config.train.batch_size
     steps_per_epoch = -(-len(x_train) // batch)
@@ -168,9 +171,9 @@ def train_generative(config: config_lib.PipelineConfig, workdir: str | os.PathLi
     write_json(os.path.join(model_dir, "metrics.json"), metrics)
     with open(os.path.join(report_dir, "quality.md"), "w") as f:
         f.write(report.quality_table(_flat_quality(quality)) + "\n")
-    print(f"mammalnet: {gen.method} trained ({metrics['params']} parameters, {timings['epochs_run']} epochs); "
-          f"saved to {model_dir}; report in {report_dir}", flush=True)
-    print(report.quality_table(_flat_quality(quality)), flush=True)
+    logger.info(f"mammalnet: {gen.method} trained ({metrics['params']} parameters, {timings['epochs_run']} epochs); "
+                f"saved to {model_dir}; report in {report_dir}")
+    logger.info(report.quality_table(_flat_quality(quality)))
     return metrics
 
 

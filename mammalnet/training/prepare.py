@@ -4,6 +4,7 @@ The classifier run (train.py) and the generative run (generative.py) share it.""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import keras
@@ -18,6 +19,8 @@ from mammalnet.data.problems import SkipLog
 from mammalnet.data.sources.folder import read_folder
 from mammalnet.data.split import GENERATED_GROUP, split_counts, split_manifest
 
+logger = logging.getLogger(__name__)
+
 
 def _generation_progress():
     """A progress callback for the first-use synthetic ocean generation (a Keras progress bar)."""
@@ -26,7 +29,7 @@ def _generation_progress():
     def progress(done, total):
         nonlocal bar
         if bar is None:
-            print(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)", flush=True)
+            logger.info(f"mammalnet: generating the synthetic ocean ({total} clips, first use only)")
             bar = keras.utils.Progbar(total, unit_name="clip")
         bar.update(done)
 
@@ -58,7 +61,7 @@ def run_dirs(config: config_lib.PipelineConfig, workdir) -> tuple[str, str]:
 
 def load_split(config: config_lib.PipelineConfig, run_dir: str) -> tuple[pd.DataFrame, dict, list[str], SkipLog]:
     """Reads, audits and splits the data (+ data.generated_root into train); writes manifest.csv and
-    skipped.csv into run_dir and prints the split.
+    skipped.csv into run_dir and logs the split.
 
     Returns:
         (manifest with its split column, split protocol, class names, the SkipLog).
@@ -72,15 +75,15 @@ def load_split(config: config_lib.PipelineConfig, run_dir: str) -> tuple[pd.Data
     finally:  # a strict failure still leaves the list of problems on disk
         skips.write_csv(os.path.join(run_dir, "skipped.csv"))
     if len(skips):
-        print(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
-              "--strict makes these errors)", flush=True)
+        logger.warning(f"mammalnet: {skips.summary(limit=3)}\n  (all in {os.path.join(run_dir, 'skipped.csv')}; "
+                       "--strict makes these errors)")
     protocol["skipped_files"] = len(skips)
     manifest.to_csv(os.path.join(run_dir, "manifest.csv"), index=False)
     names = manifest_class_names(manifest)
-    print(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
-          f"({protocol['method']})" + (f", + {protocol['generated_train_clips']} generated training clips"
-                                      if config.data.generated_root else ""), flush=True)
-    print(split_counts(manifest).to_string(), flush=True)
+    logger.info(f"mammalnet: {len(manifest)} clips, {len(names)} classes, split {protocol['counts']} "
+                f"({protocol['method']})" + (f", + {protocol['generated_train_clips']} generated training clips"
+                                            if config.data.generated_root else ""))
+    logger.info(split_counts(manifest).to_string())
     return manifest, protocol, names, skips
 
 

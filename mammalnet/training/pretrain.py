@@ -9,6 +9,7 @@ starts from it; it is also saved as saved_models/<name>/encoder.keras for later 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import keras
@@ -21,6 +22,8 @@ from mammalnet.data.pipeline import WindowSpec, batch_windows, build_windows
 from mammalnet.data.problems import SkipLog
 from mammalnet.data.split import UNLABELLED
 from mammalnet.training.simclr import ContrastiveModel, build_projection_head
+
+logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.keras"
 
@@ -116,8 +119,8 @@ def pretrain_encoder(encoder: keras.Model, rows: pd.DataFrame, class_names, spec
                              gain_db=pre.gain_db, pitch_semitones=pre.pitch_semitones, seed=config.train.seed)
     schedule = keras.optimizers.schedules.CosineDecay(pre.learning_rate, decay_steps=steps * pre.epochs, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    print(f"mammalnet: {pre.method} pretraining on {len(rows)} clips ({labels.size} windows, "
-          f"{'labels used' if supervised else 'labels ignored'}), {pre.epochs} epochs", flush=True)
+    logger.info(f"mammalnet: {pre.method} pretraining on {len(rows)} clips ({labels.size} windows, "
+                f"{'labels used' if supervised else 'labels ignored'}), {pre.epochs} epochs")
     result = model.fit(ds, validation_data=val_data, validation_batch_size=val_batch, epochs=pre.epochs,
                        verbose=verbose, shuffle=False,  # the dataset shuffles itself
                        callbacks=[keras.callbacks.TensorBoard(log_dir=log_dir)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import time
 
@@ -40,6 +41,8 @@ from mammalnet.training.encoder import encoder_from_classifier, load_encoder_int
 from mammalnet.training.losses import build_loss
 from mammalnet.training.prepare import load_split, run_dirs, window_spec
 from mammalnet.training.sampling import class_sampling_weights, sample_by_class
+
+logger = logging.getLogger(__name__)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -88,7 +91,7 @@ def train(config: config_lib.PipelineConfig, workdir: str | os.PathLike = ".", *
     distribution.check_batch_sizes({"train.batch_size": config.train.batch_size,
                                     **({"pretrain.batch_size": config.pretrain.batch_size}
                                        if config.pretrain.method != "none" else {})})
-    print(distribution.describe(config.train.batch_size), flush=True)
+    logger.info(distribution.describe(config.train.batch_size))
     with contextlib.ExitStack() as strategy_scope:
         # Models, optimizers and metrics made in the scope have their variables mirrored on every replica.
         strategy_scope.enter_context(distribution.scope())
@@ -149,7 +152,7 @@ def _train_classifier(config: config_lib.PipelineConfig, workdir, distribution: 
     write_json(os.path.join(run_dir, "report", "metrics.json"), metrics)
     if config.export.enabled:
         write_json(os.path.join(model_dir, "metrics.json"), metrics)
-    _print_summary(metrics, run_dir)
+    _log_summary(metrics, run_dir)
     return metrics
 
 
@@ -214,7 +217,7 @@ def _read_data(config: config_lib.PipelineConfig, run_dir: str, timings: dict, t
                            with_clip_index=True, cache=False)
 
     t_prep = time.perf_counter()
-    print("mammalnet: decoding and resampling the clips (cached in memory for all epochs)", flush=True)
+    logger.info("mammalnet: decoding and resampling the clips (cached in memory for all epochs)")
     x_val, y_val, val_clips = collect(val_ds)
     timings["decode_resample_cache_s"] = time.perf_counter() - t_prep
     return _RunData(manifest, protocol, names, skips, parts, spec, train_windows, x_val, y_val, val_clips), teacher
@@ -231,9 +234,9 @@ def _training_data(data: _RunData, config: config_lib.PipelineConfig, distributi
     train_ds = _training_batches(data.train_windows, window_counts, config.train, steps_per_epoch,
                                  endless=distribution.replicas > 1)
     timings["decode_resample_cache_s"] += time.perf_counter() - t_prep
-    print(f"mammalnet: {train_labels.size} training windows, {data.y_val.size} validation windows "
-          f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
-          + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""), flush=True)
+    logger.info(f"mammalnet: {train_labels.size} training windows, {data.y_val.size} validation windows "
+                f"of {config.audio.window_s} s at {config.audio.sample_rate_hz} Hz"
+                + (f"; {config.train.sampling} class re-sampling" if config.train.sampling != "none" else ""))
     return _TrainingBatches(train_ds, train_labels, window_counts, steps_per_epoch)
 
 
@@ -320,19 +323,20 @@ def _export(model, model_dir: str, data: _RunData, config: config_lib.PipelineCo
             float16=config.export.float16, min_agreement=config.export.min_quantized_agreement)
 
 
-def _print_summary(metrics: dict, run_dir: str) -> None:
+def _log_summary(metrics: dict, run_dir: str) -> None:
     """The evaluated split's scores, per-class recalls, the open-set rate and the metadata baseline."""
-    print(f"mammalnet: {metrics['split_protocol']['evaluated_split']} accuracy {metrics['accuracy']:.3f}, balanced "
-          f"accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
-          f"({metrics['num_examples']} clips); report in {os.path.join(run_dir, 'report')}", flush=True)
-    _print_recalls(metrics)
+    logger.info(f"mammalnet: {metrics['split_protocol']['evaluated_split']} accuracy {metrics['accuracy']:.3f}, "
+                f"balanced accuracy {metrics['balanced_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+                f"({metrics['num_examples']} clips); report in {os.path.join(run_dir, 'report')}")
+    _log_recalls(metrics)
     baseline = metrics["metadata_baseline"]
     if "results" in baseline:
         features, best = max(baseline["results"].items(), key=lambda item: item[1]["accuracy"])
-        print(f"mammalnet: recording metadata alone ({features.replace('+', ', ')}) scores {best['accuracy']:.3f} on "
-              f"the same {baseline['scored_on']} clips; the majority class {baseline['majority_rate']:.3f}"
-              + (" -- WARNING: the labels are predictable from the recording settings; "
-                 "run python -m mammalnet.inspect" if baseline["warning"] else ""), flush=True)
+        logger.log(logging.WARNING if baseline["warning"] else logging.INFO,
+                   f"mammalnet: recording metadata alone ({features.replace('+', ', ')}) scores {best['accuracy']:.3f} "
+                   f"on the same {baseline['scored_on']} clips; the majority class {baseline['majority_rate']:.3f}"
+                   + (" -- WARNING: the labels are predictable from the recording settings; "
+                      "run python -m mammalnet.inspect" if baseline["warning"] else ""))
 
 
 def _training_batches(windows, window_counts: np.ndarray, train_config: config_lib.TrainConfig,
@@ -367,7 +371,7 @@ def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log
     pre = config.pretrain
     if pre.encoder:
         layers = load_encoder_into(model, pre.encoder)
-        print(f"mammalnet: encoder weights from {pre.encoder} ({len(layers)} layers)", flush=True)
+        logger.info(f"mammalnet: encoder weights from {pre.encoder} ({len(layers)} layers)")
         return layers, {"pretrain": {"encoder": os.path.abspath(pre.encoder)}}
     if pre.method == "none":
         return [], {}
@@ -382,7 +386,7 @@ def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log
     os.makedirs(model_dir, exist_ok=True)
     info["encoder"] = os.path.abspath(os.path.join(model_dir, ENCODER_FILE))
     encoder.save(info["encoder"])
-    print(f"mammalnet: encoder saved to {info['encoder']}", flush=True)
+    logger.info(f"mammalnet: encoder saved to {info['encoder']}")
     vectors, ids = aggregate_windows(predict_batches(encoder, x_val, config.train.batch_size), val_clips)
     meta = val_rows.iloc[np.asarray(ids)][["label", "split", "path"]].reset_index(drop=True)
     if pre.embeddings:
@@ -393,8 +397,8 @@ def _pretrain_or_load(model, manifest, names, config, skips, model_dir, val, log
     if len(y) > 2:
         # each validation clip against all the others: how well the embedding alone separates the classes
         info["val_knn_accuracy"] = _leave_one_out_knn(vectors, y, k=min(5, len(y) - 1))
-        print(f"mammalnet: validation k-NN accuracy of the pretrained embeddings {info['val_knn_accuracy']:.3f}",
-              flush=True)
+        logger.info("mammalnet: validation k-NN accuracy of the pretrained embeddings "
+                    f"{info['val_knn_accuracy']:.3f}")
     return sorted(weighted_layers(encoder)), {"pretrain": info}
 
 
@@ -413,7 +417,7 @@ def _encoder_only_result(pretrain: dict, run_dir: str, timings: dict, t0: float)
     timings["total_s"] = time.perf_counter() - t0
     result["timings_s"] = timings
     write_json(os.path.join(run_dir, "report", "metrics.json"), {"pretrain": result})
-    print(f"mammalnet: pretraining only (pretrain.finetune false); encoder in {result['encoder']}", flush=True)
+    logger.info(f"mammalnet: pretraining only (pretrain.finetune false); encoder in {result['encoder']}")
     return {"pretrain": result, "encoder": result["encoder"]}
 
 
@@ -473,22 +477,22 @@ def _teacher_vs_student(metrics: dict, config, model_dir: str, report_dir: str) 
     with open(os.path.join(report_dir, "teacher_vs_student.md"), "w", encoding="utf-8") as f:
         f.write(f"# teacher vs student ({metrics['split_protocol'].get('evaluated_split')} clips: "
                 f"{metrics['num_examples']})\n\nteacher: {teacher['model_dir']}\n\n" + "\n".join(lines) + "\n")
-    print("mammalnet: teacher vs student\n" + "\n".join(lines), flush=True)
+    logger.info("mammalnet: teacher vs student\n" + "\n".join(lines))
 
 
-def _print_recalls(metrics: dict) -> None:
+def _log_recalls(metrics: dict) -> None:
     recalls = ", ".join(f"{name} {values['recall']:.2f}" for name, values in metrics["per_class"].items()
                         if values["support"])
-    print(f"mammalnet: per-class recall: {recalls}", flush=True)
+    logger.info(f"mammalnet: per-class recall: {recalls}")
     if metrics.get("minority_recall") is not None:
-        print(f"mammalnet: minority recall {metrics['minority_recall']:.3f} "
-              f"(rarest classes in training: {', '.join(metrics['minority_classes'])})", flush=True)
+        logger.info(f"mammalnet: minority recall {metrics['minority_recall']:.3f} "
+                    f"(rarest classes in training: {', '.join(metrics['minority_classes'])})")
     open_set = metrics.get("open_set")
     if open_set:
-        print(f"mammalnet: unknown under calibrated confidence {open_set['threshold']} (T = "
-              f"{open_set['temperature']:.2f}): {open_set['unknown_rate']:.1%} of clips; accuracy on the rest "
-              + (f"{open_set['accuracy_accepted']:.3f}" if open_set['accuracy_accepted'] is not None else "n/a"),
-              flush=True)
+        logger.info(f"mammalnet: unknown under calibrated confidence {open_set['threshold']} (T = "
+                    f"{open_set['temperature']:.2f}): {open_set['unknown_rate']:.1%} of clips; accuracy on the rest "
+                    + (f"{open_set['accuracy_accepted']:.3f}" if open_set["accuracy_accepted"] is not None
+                       else "n/a"))
 
 
 def find_pretrained_backbone(model: keras.Model) -> keras.Model | None:

@@ -136,6 +136,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 
+from mammalnet.cli import setup_logging
 from mammalnet.generative.diffusion import build_diffusion
 from mammalnet.generative.vae import build_vae
 from mammalnet.training.distill import Distiller
@@ -204,7 +205,9 @@ rows = np.random.default_rng(1).uniform(-1, 1, (5, 8, 8, 1)).astype("float32")
 predicted = predict_batches(encoder, rows, 4)
 predict_diff = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(predicted, encoder(rows)))
 
-# 3. fit end to end: 2 replicas, then 1 device, on the same tones.
+# 3. fit end to end: 2 replicas, then 1 device, on the same tones; train()'s messages (how it
+# distributes) logged to stderr, which the test reads.
+setup_logging()
 work = pathlib.Path(sys.argv[1])
 tones = write_tone_folder(work / "tones")
 histories = {}

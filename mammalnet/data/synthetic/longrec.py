@@ -88,8 +88,9 @@ from mammalnet.data.synthetic import calls, noise, ocean, propagation
 from mammalnet.data.synthetic.longrec_settings import (  # noqa: F401 (the checks and constants, public here too)
     MAX_BAND_FRACTION, MAX_WAV_BYTES, MIN_GAP_S, PROBE_CALLS, TRUTH_TAIL, call_box, check_settings, check_species,
     max_calls_per_hour, probe, random_stream, single_call, snr_range)
+from mammalnet.files import write_text
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mammalnet.data.synthetic.longrec")  # by name: the CLI runs as __main__
 
 DATASET_NAME = "synthetic_long"
 DATASET_VERSION = 1
@@ -557,10 +558,7 @@ def generate_long_archive(out_dir: str | os.PathLike, settings: LongRecordingCon
         if progress is not None:
             progress(i + 1, len(marker["files"]))
     marker["num_calls"] = counts
-    tmp = out / f".{MARKER_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(marker, fh, indent=1)
-    os.replace(tmp, out / MARKER_FILE)
+    write_text(out / MARKER_FILE, json.dumps(marker, indent=1))
     return out
 
 
@@ -589,7 +587,8 @@ def ensure_long_archive(settings: LongRecordingConfig, cache_dir: str | os.PathL
 # ----------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    from mammalnet.cli import non_negative_float, non_negative_int, positive_float, positive_int
+    from mammalnet.cli import (add_verbosity_arguments, non_negative_float, non_negative_int, positive_float,
+                               positive_int)
 
     defaults = LongRecordingConfig()
     parser = argparse.ArgumentParser(
@@ -612,13 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=non_negative_int, default=defaults.seed, metavar="S")
     parser.add_argument("--block-s", type=positive_float, default=DEFAULT_BLOCK_S, metavar="S",
                         help="seconds rendered at a time (memory; the output does not depend on it)")
+    add_verbosity_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
+    from mammalnet.cli import setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
     if len(args.snr_db) > 2:
-        print(f"longrec: --snr-db takes LO HI or one value. Received: {args.snr_db}", file=sys.stderr)
+        logger.error(f"longrec: --snr-db takes LO HI or one value. Received: {args.snr_db}")
         return 2
     settings = LongRecordingConfig(files=args.files, hours_per_file=args.hours, sample_rate_hz=args.rate,
                                    species=list(args.species), calls_per_hour=args.calls_per_hour,
@@ -638,7 +641,7 @@ def main(argv=None) -> int:
     try:
         out = generate_long_archive(args.out, settings, block_s=args.block_s, report=report)
     except ValueError as err:
-        print(f"longrec: {err}", file=sys.stderr)
+        logger.error(f"longrec: {err}")
         return 2
     seconds = time.perf_counter() - start
     if not written:

@@ -405,7 +405,7 @@ def ensure_ocean(cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
     target = cache / dataset_name(seed, num_clips)
     if _is_complete(target, seed, num_clips):
         return target
-    logger.info("generating the synthetic ocean (%d clips, seed %d) into %s", num_clips, seed, target)
+    logger.debug("generating the synthetic ocean (%d clips, seed %d) into %s", num_clips, seed, target)  # the training run says so (progress bar); -v adds the folder
     return build_in_cache(target, lambda tmp: generate_ocean(tmp, seed=seed, num_clips=num_clips, progress=progress),
                           lambda folder: _is_complete(folder, seed, num_clips))
 
