@@ -52,7 +52,7 @@ import time
 
 from mammalnet.edge.latency import DEFAULT_RUNS as DEFAULT_LATENCY_RUNS
 from mammalnet.edge.latency import WARMUP_RUNS, tflite_latency_ms
-from mammalnet.flops import FLOPS_METHOD, count_flops, saved_model_stats  # noqa: F401 (count_flops: public here too)
+from mammalnet.flops import FLOPS_METHOD, saved_model_stats
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
 

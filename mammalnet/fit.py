@@ -12,7 +12,7 @@ import os
 import sys
 
 from mammalnet.cli import add_verbosity_arguments, setup_logging
-from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config  # noqa: F401 (DEFAULT_PIPELINE: fit's default)
+from mammalnet.resolve import resolve_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: keep the console readable
 

@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 
 from mammalnet import config as config_lib
-from mammalnet.compare import count_flops, main as compare_main, model_configs, reusable, tflite_latency_ms
+from mammalnet.compare import main as compare_main, model_configs, reusable
+from mammalnet.edge.latency import tflite_latency_ms
+from mammalnet.flops import count_flops
 from mammalnet.report.compare_report import (markdown_report, markdown_table, split_fingerprint,
                                              train_clip_counts, worst_class)
 from tests.helpers.configs import TINY

@@ -5,7 +5,8 @@ import pytest
 
 from mammalnet import config as config_lib
 from mammalnet.config import ConfigError
-from mammalnet.fit import DEFAULT_PIPELINE, parse_args, resolve_config
+from mammalnet.fit import parse_args
+from mammalnet.resolve import DEFAULT_PIPELINE, resolve_config
 
 PIPELINES = os.path.dirname(DEFAULT_PIPELINE)
 
@@ -98,7 +99,7 @@ def test_fit_cli_help(capsys):
 
 
 def test_train_hop_cuts_the_same_stretch_more_densely():
-    from mammalnet.training.train import window_spec
+    from mammalnet.training.prepare import window_spec
 
     cfg = config_lib.apply_overrides(config_lib.PipelineConfig(), [
         "audio.window_s=2", "audio.hop_s=1", "audio.train_hop_s=0.5", "audio.max_windows_per_clip=9"])

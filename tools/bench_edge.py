@@ -101,7 +101,7 @@ def held_out_windows(args, card):
 
     from mammalnet import config as config_lib
     from mammalnet.data.pipeline import build_dataset, collect
-    from mammalnet.training.train import window_spec
+    from mammalnet.training.prepare import window_spec
 
     run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(args.model_dir)))
     manifest_path = os.path.join(run_dir, "manifest.csv")

@@ -10,7 +10,7 @@ files already in DIR instead. Model: --model DIR, else an untrained student of p
 (speed does not depend on the weights). The scan runs at --hop-s, default half a window.
 
 Printed, from one run on this machine: the work (samples, windows, model FLOPs per window from
-mammalnet.compare.count_flops), the model alone on random windows (windows/s: the ceiling of any scan), each
+mammalnet.flops.count_flops), the model alone on random windows (windows/s: the ceiling of any scan), each
 backend's full scan at each --threads (wall and CPU seconds, real-time factor, seconds in decode / resample / framing
 / inference / merging / writing) and the reference: one model call per window over the first
 --naive-minutes of the first file, extrapolated to all windows, and the ratio of the two.
@@ -124,7 +124,7 @@ def main(argv=None):
         rate, window = card.sample_rate_hz, card.window_samples
         hours = sum(i.duration_s for i in infos) / 3600
         windows = sum(int(np.ceil(max(i.duration_s * rate - window, 0) / (settings.hop_s * rate))) + 1 for i in infos)
-        from mammalnet.compare import count_flops
+        from mammalnet.flops import count_flops
 
         flops = count_flops(lambda x: model(x, training=False), window)["flops"]
         samples = sum(i.frames for i in infos)

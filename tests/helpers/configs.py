@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mammalnet.fit import parse_args, resolve_config
+from mammalnet.fit import parse_args
+from mammalnet.resolve import resolve_config
 
 TINY = [
     "name=tiny", "audio.sample_rate_hz=8000", "audio.window_s=0.5", "frontend.low_hz=50",

@@ -83,11 +83,11 @@ import numpy as np
 import scipy.fft
 import soundfile as sf
 
+from mammalnet import raven
 from mammalnet.config import LongRecordingConfig
 from mammalnet.data.synthetic import calls, noise, ocean, propagation
-from mammalnet.data.synthetic.longrec_settings import (  # noqa: F401 (the checks and constants, public here too)
-    MAX_BAND_FRACTION, MAX_WAV_BYTES, MIN_GAP_S, PROBE_CALLS, TRUTH_TAIL, call_box, check_settings, check_species,
-    max_calls_per_hour, probe, random_stream, single_call, snr_range)
+from mammalnet.data.synthetic.longrec_settings import (MAX_BAND_FRACTION, MIN_GAP_S, call_box, check_settings, probe,
+                                                        random_stream, single_call, snr_range)
 from mammalnet.files import write_text
 
 logger = logging.getLogger("mammalnet.data.synthetic.longrec")  # by name: the CLI runs as __main__
@@ -112,8 +112,9 @@ TRANSIENT_LEVEL_DB = (10.0, 30.0)
 TABLE_SUFFIX = ".Table.1.selections.txt"
 TABLE_GLOB = "*" + TABLE_SUFFIX
 MARKER_FILE = "longrec.json"
-TABLE_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                 "High Freq (Hz)", "Species", "SNR (dB)")
+SNR = "SNR (dB)"
+TABLE_COLUMNS = (raven.SELECTION, raven.VIEW, raven.CHANNEL, raven.BEGIN, raven.END, raven.LOW, raven.HIGH,
+                 raven.SPECIES, SNR)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -420,10 +421,9 @@ class LongRecording:
 
 def table_rows(plan: RecordingPlan) -> list[dict]:
     """The Raven selection table rows of a plan's calls."""
-    return [{"Selection": i, "View": "Spectrogram 1", "Channel": 1, "Begin Time (s)": f"{c.begin_s:.4f}",
-             "End Time (s)": f"{c.end_s:.4f}", "Low Freq (Hz)": f"{c.low_hz:.1f}",
-             "High Freq (Hz)": f"{c.high_hz:.1f}", "Species": c.species, "SNR (dB)": f"{c.snr_db:.2f}"}
-            for i, c in enumerate(plan.calls, start=1)]
+    return [{raven.SELECTION: i, raven.VIEW: "Spectrogram 1", raven.CHANNEL: 1, raven.BEGIN: f"{c.begin_s:.4f}",
+             raven.END: f"{c.end_s:.4f}", raven.LOW: f"{c.low_hz:.1f}", raven.HIGH: f"{c.high_hz:.1f}",
+             raven.SPECIES: c.species, SNR: f"{c.snr_db:.2f}"} for i, c in enumerate(plan.calls, start=1)]
 
 
 def render_long_recording(stem: str | os.PathLike, settings: LongRecordingConfig, *, index: int = 0,
