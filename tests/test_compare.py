@@ -191,7 +191,14 @@ def test_compare_trains_tabulates_reuses_and_records_failures(tone_folder, tmp_p
         for key in ("accuracy", "macro_f1", "minority_recall", "worst_recall", "params", "flops", "tflite_bytes",
                     "latency_ms", "fit_s"):
             assert math.isfinite(float(row[key])), (row["label"], key)
-        assert int(row["flops"]) > 0 and int(row["params"]) > 0 and row["status"] == "trained"
+        assert row["status"] == "trained" and row["latency_runs"] == "5"  # --latency-runs 5
+        assert float(row["latency_ms"]) > 0
+        model = keras.saving.load_model(out / row["label"] / "saved_models" / f"tiny-{row['label']}" / "model.keras")
+        trainable = model.count_params() - sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+        assert int(row["params"]) == trainable and int(row["params_total"]) == model.count_params()
+        # every weight takes part in at least one multiply-add (2 FLOPs) per window; the frontend comes on top
+        assert int(row["flops"]) > 2 * int(row["params"])
+    assert rows["dnn"]["params"] != rows["small"]["params"]
     saved = out / "small" / "saved_models" / "tiny-small"
     assert rows["small"]["family"] == "cnn_small" and rows["small"]["epochs_max"] == "2"  # the spec applied
     assert int(rows["small"]["tflite_bytes"]) == (saved / "model.tflite").stat().st_size
@@ -199,7 +206,12 @@ def test_compare_trains_tabulates_reuses_and_records_failures(tone_folder, tmp_p
     assert "dnn" in (out / "dnn" / "runs" / "tiny-dnn" / "pipeline.yaml").read_text()
     md = (out / "compare.md").read_text()
     assert "Metadata-only baseline" in md and "same split" in md and "--models dnn,small" in md
-    assert tflite_latency_ms(saved / "model.tflite", 4000, runs=3) > 0
+    latency = tflite_latency_ms(saved / "model.tflite", 4000, runs=3)
+    assert math.isfinite(latency) and latency > 0
+    with pytest.raises(ValueError, match="runs must be >= 1. Received: runs=0"):
+        tflite_latency_ms(saved / "model.tflite", 4000, runs=0)
+
+    first_dnn = {k: rows["dnn"][k] for k in ("params", "params_total", "flops")}
 
     # second batch: dnn is reused (not retrained), `broken` fails, `small` stays in the table
     stamp = (out / "dnn" / "saved_models" / "tiny-dnn" / "metrics.json").stat().st_mtime_ns
@@ -214,7 +226,9 @@ def test_compare_trains_tabulates_reuses_and_records_failures(tone_folder, tmp_p
     assert rows["broken"]["error"].startswith("ValueError: filters must be")
     stored = json.loads((out / "compare.json").read_text())
     assert stored["order"] == ["dnn", "small", "broken"]
-    assert all(r["flops"] > 0 for r in stored["rows"] if r["status"] != "failed")
+    # the reused row carries the first batch's numbers
+    assert {k: rows["dnn"][k] for k in ("params", "params_total", "flops")} == first_dnn
+    assert all(r["flops"] > 2 * r["params"] for r in stored["rows"] if r["status"] != "failed")
 
     # only the very same pipeline is reused
     dnn = config_lib.load(out / "dnn" / "runs" / "tiny-dnn" / "pipeline.yaml")

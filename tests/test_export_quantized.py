@@ -175,10 +175,15 @@ def test_fit_writes_the_quantized_students(tmp_path):
     config.train.epochs, config.train.batch_size = 2, 8
     metrics = train(config, tmp_path / "work", verbose=0)
     saved = tmp_path / "work" / "saved_models" / "tiny_student"
-    for kind, name in (("int8", "model_int8.tflite"), ("float16", "model_float16.tflite")):
+    for kind, name, min_agreement, max_diff in (("int8", "model_int8.tflite", 0.8, 0.05),
+                                                ("float16", "model_float16.tflite", 0.99, 1e-3)):
         assert (saved / name).is_file()
-        assert metrics["quantized"][kind]["file"] == name
-        assert 0.0 <= metrics["quantized"][kind]["top1_agreement"] <= 1.0
+        report = metrics["quantized"][kind]
+        assert report["file"] == name and report["bytes"] == (saved / name).stat().st_size
+        # the quantized file gives about the Keras probabilities on the held-out windows (measured: all 6
+        # windows agree; max abs difference 0.007 int8, 1.2e-4 float16)
+        assert report["num_parity_examples"] == 6 and report["top1_agreement"] >= min_agreement
+        assert report["max_abs_diff"] <= max_diff
     assert metrics["quantized"]["int8"]["representative_examples"] == 16
     stored = json.loads((saved / "metrics.json").read_text())
     assert set(stored["quantized"]) >= {"int8", "float16"}

@@ -61,7 +61,14 @@ def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     assert set(skipped["path"].map(os.path.basename)) == bad and skipped["reason"].str.len().min() > 5
     assert stored["split_protocol"]["skipped_files"] == 3
     baseline = stored["metadata_baseline"]
-    assert baseline["scored_on"] == "test" and 0 <= baseline["majority_rate"] <= 1
+    assert baseline["scored_on"] == "test"
+    # the majority rate: the test clips' share of the training split's most common class
+    clips = pd.read_csv(run / "manifest.csv")
+    test, train_labels = clips[clips["split"] == "test"], clips.loc[clips["split"] == "train", "label"]
+    assert baseline["majority_class"] in train_labels.value_counts()[lambda c: c == c.max()].index
+    assert baseline["n_scored"] == len(test)
+    assert baseline["majority_rate"] == pytest.approx((test["label"] == baseline["majority_class"]).mean())
+    assert metrics["accuracy"] > baseline["majority_rate"]  # better than always answering the majority class
     assert set(baseline["results"]) == {"rate+duration+channels+bit_depth", "rate+duration"}
     assert not any(name in manifest for name in bad)
 

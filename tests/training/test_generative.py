@@ -2,6 +2,7 @@
 and data.generated_root feeding generated clips to a classifier's training split only."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -59,10 +60,15 @@ def _wav_facts(paths):
 def test_vae_run_leaves_a_generator_a_report_and_audible_clips(vae_run):
     workdir, metrics = vae_run
     report = workdir / "runs" / "vae" / "report"
-    assert metrics["method"] == "vae" and metrics["params"] > 0 and len(metrics["history"]["loss"]) == 2
+    assert metrics["method"] == "vae" and len(metrics["history"]["loss"]) == 2
+    assert metrics["params"] == load_generator(workdir / "saved_models" / "vae").model.count_params()
     assert {"reconstruction_mse", "kl", "val_loss"} <= set(metrics["history"])
     quality = json.loads((report / "quality.json").read_text())
-    assert quality["reconstruction"]["mse_patch"] > 0 and quality["scored_split"] == "test"
+    # the second epoch reconstructs better than the first
+    assert metrics["history"]["reconstruction_mse"][1] < metrics["history"]["reconstruction_mse"][0]
+    reconstruction = quality["reconstruction"]
+    assert math.isfinite(reconstruction["mse_patch"]) and reconstruction["mse_patch"] > 0
+    assert quality["scored_split"] == "test"
     assert np.isfinite(quality["inversion_real"]["mel_snr_db_median"])
     assert quality["latent_space"] == "VAE latent (z mean)"
     for png in ("reconstructions.png", "generated.png", "latent_tsne.png"):
@@ -82,10 +88,16 @@ def test_diffusion_run_is_scored_by_a_trained_classifier(diffusion_run):
     workdir, metrics = diffusion_run
     scores = metrics["quality"]["classifier"]
     assert set(scores["per_class"]) == {"high", "low", "mid"}
-    for key in ("accuracy_real", "accuracy_real_inverted", "accuracy_generated"):
-        assert 0 <= scores[key] <= 1
+    n = metrics["quality"]["scored_windows"]
+    for key in ("accuracy_real", "accuracy_real_inverted"):  # shares of the scored real windows
+        assert 0 <= scores[key] <= 1 and scores[key] * n == pytest.approx(round(scores[key] * n))
+    # over the 9 generated clips: the mean of the three classes' accuracies (3 clips each)
+    per_class_accuracy = [v["accuracy"] for v in scores["per_class"].values()]
+    assert scores["accuracy_generated"] == pytest.approx(np.mean(per_class_accuracy))
     for key in ("frechet_generated_vs_real", "frechet_inverted_real_vs_real", "frechet_train_vs_real"):
-        assert scores[key] >= 0
+        assert math.isfinite(scores[key]) and scores[key] >= 0
+    # two real samples are closer to each other than two tiny epochs' generated clips are to real ones
+    assert scores["frechet_train_vs_real"] < scores["frechet_generated_vs_real"]
     assert all(v["n"] == 3 for v in scores["per_class"].values())
     assert "reconstruction" not in metrics["quality"]  # a DDPM reconstructs nothing
     assert metrics["quality"]["latent_space"] == "quality classifier embedding"
