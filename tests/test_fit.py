@@ -1,11 +1,14 @@
 """End to end: a folder of labelled WAVs in, a trained, reported, exported model out."""
 
+import dataclasses
 import json
 import os
 
 import keras
 import pytest
 
+import mammalnet
+from mammalnet.card import SCHEMA_VERSION, ModelCard
 from mammalnet.fit import main as fit_main
 from mammalnet.training.train import train
 from tests.helpers import configs
@@ -32,7 +35,8 @@ def _add_bad_files(folder):
 def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     workdir = tmp_path / "work"
     bad = _add_bad_files(tone_folder)
-    metrics = train(tiny_config(tone_folder), workdir, verbose=0)
+    config = tiny_config(tone_folder)
+    metrics = train(config, workdir, verbose=0)
     run, saved = workdir / "runs" / "tiny", workdir / "saved_models" / "tiny"
     for name in ("pipeline.yaml", "manifest.csv", "checkpoints/best.keras", "report/metrics.json",
                  "report/confusion_matrix.png", "report/roc.png", "report/curves.png",
@@ -50,6 +54,10 @@ def test_fit_leaves_the_artifacts_contract(tone_folder, tmp_path):
     assert (saved / "labels.txt").read_text().split() == ["high", "low", "mid"]
     audio = json.loads((saved / "audio.json").read_text())
     assert audio["sample_rate_hz"] == 8000 and audio["window_samples"] == 4000
+    card = ModelCard.from_dir(saved)  # the card records how the frontend was built and what made the export
+    assert card.schema_version == SCHEMA_VERSION and card.frontend == dataclasses.asdict(config.frontend)
+    assert card.versions["mammalnet"] == mammalnet.__version__ and card.versions["keras"] == keras.__version__
+    assert card.band == (config.frontend.low_hz, config.frontend.high_hz)
     # three well-separated tones: even three tiny epochs must beat chance (1/3) clearly
     assert metrics["accuracy"] >= 0.6
     manifest = (run / "manifest.csv").read_text()
