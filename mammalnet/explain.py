@@ -139,10 +139,10 @@ def plot_gradcam(logmel, heatmap, *, start_s: float, hop_s: float, mel_frequenci
     Returns:
         matplotlib Figure.
     """
-    from mammalnet.report.plots import new_figure as _new_figure
+    from mammalnet.report.plots import new_figure
 
     frames, bins = np.shape(logmel)
-    fig = _new_figure(7.0, 3.6)
+    fig = new_figure(7.0, 3.6)
     ax = fig.subplots()
     extent = (start_s - hop_s / 2, start_s + (frames - 0.5) * hop_s, -0.5, bins - 0.5)
     ax.imshow(np.asarray(logmel).T, origin="lower", aspect="auto", cmap="gray", extent=extent,
