@@ -20,6 +20,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classifica
                              roc_auc_score)
 from sklearn.preprocessing import label_binarize
 
+from mammalnet import files
 from mammalnet.report import plots
 
 REPORT_FILES = ("metrics.json", "confusion_matrix.png", "roc.png", "curves.png",
@@ -198,10 +199,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
-    """Writes `value` as strict JSON (numpy types converted, NaN/inf as null)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(value), f, indent=2, allow_nan=False)
-        f.write("\n")
+    """Writes `value` as strict JSON (numpy types converted, NaN/inf as null), atomically (`files.write_json`)."""
+    files.write_json(path, to_jsonable(value))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -35,7 +35,7 @@ from mammalnet import files, raven
 from mammalnet.audio.io import AudioError
 from mammalnet.card import ModelCard
 from mammalnet.detector import Detector
-from mammalnet.report.metrics import read_json, to_jsonable
+from mammalnet.report.metrics import read_json, to_jsonable, write_json
 from mammalnet.scan.settings import ScanSettings
 
 TABLES, SCORES, LEDGER = "tables", "scores", "ledger"
@@ -170,7 +170,7 @@ def finish_recording(info: ModelInfo, settings: ScanSettings, out_dir, record: d
         scores_path.unlink(missing_ok=True)  # scores of an earlier scan would not match this table
     record = dict(record, duration_s=scan.duration_s, windows=scan.windows, events=len(scan.events),
                   scores=settings.save_scores, table=str(table_path.relative_to(out_dir)))
-    files.write_json(ledger_path, to_jsonable(record))
+    write_json(ledger_path, record)
     add_time(timings, "write_s", began)
     return dict(record, status="done")
 
@@ -252,5 +252,5 @@ def finish_scan(out_dir, model_dir, info: ModelInfo, settings: ScanSettings, rec
     }
     if timings is not None:
         summary["timings_s"] = dict(timings)
-    files.write_json(out_dir / SUMMARY, to_jsonable(summary))
+    write_json(out_dir / SUMMARY, summary)
     return summary
